@@ -1,0 +1,254 @@
+//! Classifiers on image features and their evaluation: smartcore's random forest and
+//! logistic regression (the study's pair), accuracy and confusion matrix.
+//!
+//! smartcore types stay inside this module; the rest of `sae` passes ndarray matrices
+//! and u32 labels.
+
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::{Array1, Array2, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use smartcore::ensemble::random_forest_classifier::{
+    RandomForestClassifier, RandomForestClassifierParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
+
+use crate::error::{Error, Result};
+
+/// A classifier kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Classifier {
+    /// Random forest.
+    Rf,
+    /// Logistic regression on standardised features.
+    Lr,
+}
+
+impl Classifier {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Classifier::Rf => "rf",
+            Classifier::Lr => "lr",
+        }
+    }
+}
+
+/// Classifier settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassifyParams {
+    /// Trees of the random forest.
+    pub rf_trees: u16,
+    /// L2 penalty of logistic regression on the summed log-loss (1 = scikit-learn's C = 1).
+    pub lr_alpha: f64,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for ClassifyParams {
+    fn default() -> Self {
+        ClassifyParams {
+            rf_trees: 100,
+            lr_alpha: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Test-set result of one classifier.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Fraction correct.
+    pub accuracy: f64,
+    /// `confusion[[true, predicted]]` counts.
+    pub confusion: Array2<u32>,
+}
+
+/// Mean and standard deviation per column, fitted on training features.
+pub struct Standardiser {
+    mean: Array1<f32>,
+    inv_std: Array1<f32>,
+}
+
+impl Standardiser {
+    /// Fits on `x`.
+    pub fn fit(x: &Array2<f32>) -> Self {
+        let mean = x.mean_axis(Axis(0)).expect("non-empty");
+        let var = x.var_axis(Axis(0), 0.0);
+        let inv_std = var.mapv(|v| if v > 1e-12 { 1.0 / v.sqrt() } else { 1.0 });
+        Standardiser { mean, inv_std }
+    }
+
+    /// Standardises `x` in place.
+    pub fn apply(&self, x: &mut Array2<f32>) {
+        *x -= &self.mean.view().insert_axis(Axis(0));
+        *x *= &self.inv_std.view().insert_axis(Axis(0));
+    }
+}
+
+fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
+    let v: Vec<f32> = x.iter().copied().collect();
+    DenseMatrix::new(x.nrows(), x.ncols(), v, false).map_err(|e| Error::Classifier(e.to_string()))
+}
+
+/// Fits `which` on the training features and evaluates it on the test features.
+pub fn evaluate(
+    which: Classifier,
+    p: &ClassifyParams,
+    xtr: &Array2<f32>,
+    ytr: &[u32],
+    xte: &Array2<f32>,
+    yte: &[u32],
+    classes: usize,
+) -> Result<Evaluation> {
+    if xtr.nrows() == 0 || xte.nrows() == 0 {
+        return Err(Error::Classifier("no training or test rows".into()));
+    }
+    if xtr.ncols() != xte.ncols() {
+        return Err(Error::Classifier(format!(
+            "train has {} features, test {}",
+            xtr.ncols(),
+            xte.ncols()
+        )));
+    }
+    if xtr.iter().chain(xte.iter()).any(|v| !v.is_finite()) {
+        return Err(Error::Classifier("features contain NaN or Inf".into()));
+    }
+    let fail = |e: smartcore::error::Failed| Error::Classifier(format!("{}: {e}", which.name()));
+    let pred: Vec<u32> = match which {
+        Classifier::Rf => {
+            // smartcore fits trees one after another; fitting one-tree forests in
+            // parallel and taking the majority vote of all trees is the same forest
+            // (each tree with its own bootstrap seed) on every core.
+            let (a, b) = (dense(xtr)?, dense(xte)?);
+            let y = ytr.to_vec();
+            let votes: Vec<Vec<u32>> = (0..u64::from(p.rf_trees))
+                .into_par_iter()
+                .map(|t| {
+                    let params = RandomForestClassifierParameters::default()
+                        .with_n_trees(1)
+                        .with_seed(p.seed.wrapping_mul(1_000_003).wrapping_add(t));
+                    let m = RandomForestClassifier::fit(&a, &y, params).map_err(fail)?;
+                    m.predict(&b).map_err(fail)
+                })
+                .collect::<Result<_>>()?;
+            majority(&votes, xte.nrows(), classes)
+        }
+        Classifier::Lr => {
+            let s = Standardiser::fit(xtr);
+            let (mut a, mut b) = (xtr.clone(), xte.clone());
+            s.apply(&mut a);
+            s.apply(&mut b);
+            let params = LogisticRegressionParameters::default().with_alpha(p.lr_alpha as f32);
+            let m = LogisticRegression::fit(&dense(&a)?, &ytr.to_vec(), params).map_err(fail)?;
+            m.predict(&dense(&b)?).map_err(fail)?
+        }
+    };
+    Ok(score(&pred, yte, classes))
+}
+
+/// The most voted class per row (ties go to the smaller label).
+fn majority(votes: &[Vec<u32>], rows: usize, classes: usize) -> Vec<u32> {
+    let k = classes.max(votes.iter().flatten().max().map_or(0, |&m| m as usize + 1));
+    let mut counts = vec![0u32; k];
+    (0..rows)
+        .map(|i| {
+            counts.iter_mut().for_each(|c| *c = 0);
+            for v in votes {
+                counts[v[i] as usize] += 1;
+            }
+            let best = counts.iter().enumerate().max_by_key(|&(j, &c)| (c, std::cmp::Reverse(j)));
+            best.map_or(0, |(j, _)| j as u32)
+        })
+        .collect()
+}
+
+/// Accuracy and confusion matrix of predictions.
+pub fn score(pred: &[u32], truth: &[u32], classes: usize) -> Evaluation {
+    assert_eq!(pred.len(), truth.len());
+    let k = classes
+        .max(pred.iter().chain(truth).max().map_or(0, |&m| m as usize + 1));
+    let mut confusion = Array2::<u32>::zeros((k, k));
+    let mut right = 0;
+    for (&p, &t) in pred.iter().zip(truth) {
+        confusion[[t as usize, p as usize]] += 1;
+        right += usize::from(p == t);
+    }
+    Evaluation {
+        accuracy: right as f64 / truth.len().max(1) as f64,
+        confusion,
+    }
+}
+
+/// Writes a confusion matrix as CSV: a header of predicted class names, one row per
+/// true class.
+pub fn write_confusion(path: &Path, e: &Evaluation, names: &[String]) -> Result<()> {
+    let mut out = String::from("true\\predicted");
+    let k = e.confusion.nrows();
+    let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| i.to_string());
+    for j in 0..k {
+        out.push(',');
+        out.push_str(&name(j));
+    }
+    out.push('\n');
+    for i in 0..k {
+        out.push_str(&name(i));
+        for j in 0..k {
+            out.push_str(&format!(",{}", e.confusion[[i, j]]));
+        }
+        out.push('\n');
+    }
+    let mut f = std::fs::File::create(path).map_err(Error::io(path))?;
+    f.write_all(out.as_bytes()).map_err(Error::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(n: usize, seed: u64) -> (Array2<f32>, Vec<u32>) {
+        let mut r = crate::rng::stream(seed, crate::rng::Stream::Classify, 0);
+        let y: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+        let x = Array2::from_shape_fn((n, 4), |(i, j)| {
+            let c = y[i] as f64;
+            (if j == (y[i] as usize) { 3.0 } else { 0.0 } + c * 0.1
+                + crate::rng::normal(&mut r) * 0.5) as f32
+        });
+        (x, y)
+    }
+
+    #[test]
+    fn both_classifiers_separate_blobs() {
+        let (xtr, ytr) = blobs(150, 1);
+        let (xte, yte) = blobs(90, 2);
+        let p = ClassifyParams {
+            rf_trees: 20,
+            ..Default::default()
+        };
+        for c in [Classifier::Rf, Classifier::Lr] {
+            let e = evaluate(c, &p, &xtr, &ytr, &xte, &yte, 3).unwrap();
+            assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
+            assert_eq!(e.confusion.sum() as usize, 90);
+        }
+    }
+
+    #[test]
+    fn score_counts() {
+        let e = score(&[0, 1, 1, 2], &[0, 1, 2, 2], 3);
+        assert_eq!(e.accuracy, 0.75);
+        assert_eq!(e.confusion[[2, 1]], 1);
+    }
+
+    #[test]
+    fn nan_features_are_refused() {
+        let (mut xtr, ytr) = blobs(30, 1);
+        xtr[[3, 1]] = f32::NAN;
+        let (xte, yte) = blobs(9, 2);
+        let r = evaluate(Classifier::Lr, &ClassifyParams::default(), &xtr, &ytr, &xte, &yte, 3);
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,386 @@
+//! Run configuration: the TOML file `sae run` reads, checked before any work starts.
+//!
+//! Every key has a default except the data source; unknown keys are errors (a typo
+//! must not silently fall back to a default).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Classifier, ClassifyParams};
+use crate::error::{Error, Result};
+use crate::features::Mode;
+use crate::ingest::synth::Layout;
+use crate::ingest::Format;
+use crate::optim::LbfgsParams;
+use crate::preprocess::NormSpec;
+use crate::sae::objective::Penalty;
+use crate::sae::Decoder;
+
+/// A whole run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of the run folder.
+    pub name: String,
+    /// Parent folder of run folders.
+    #[serde(default = "default_out")]
+    pub out_dir: PathBuf,
+    /// Master seed.
+    #[serde(default = "one")]
+    pub seed: u64,
+    /// Worker threads (0: all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// Synthetic data to generate first (instead of reading `data.path`).
+    #[serde(default)]
+    pub synth: Option<SynthConfig>,
+    /// Dataset.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Patch sampling and normalisation.
+    #[serde(default)]
+    pub patches: PatchConfig,
+    /// Autoencoder.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Optimiser.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Feature extraction.
+    #[serde(default)]
+    pub features: FeatureConfig,
+    /// Classification.
+    #[serde(default)]
+    pub classify: ClassifyConfig,
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn one() -> u64 {
+    1
+}
+
+/// Synthetic dataset written into the run folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthConfig {
+    /// Layout.
+    pub layout: Layout,
+    /// Training images.
+    pub train: usize,
+    /// Test images.
+    pub test: usize,
+    /// Unlabeled images (STL-10 layout).
+    #[serde(default)]
+    pub unlabeled: usize,
+}
+
+/// Dataset location.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Format.
+    pub format: Format,
+    /// Folder (relative paths are relative to the working directory).
+    #[serde(default)]
+    pub path: PathBuf,
+    /// Pixel order of pickled arrays: "auto" or hwc/whc/chw/cwh.
+    #[serde(default = "auto")]
+    pub pixel_order: String,
+    /// Use only the first N training images (0: all).
+    #[serde(default)]
+    pub train_limit: usize,
+    /// Use only the first N test images (0: all).
+    #[serde(default)]
+    pub test_limit: usize,
+    /// Sample patches from only the first N unlabeled images (0: all).
+    #[serde(default)]
+    pub unlabeled_limit: usize,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            format: Format::Cifar10,
+            path: PathBuf::new(),
+            pixel_order: auto(),
+            train_limit: 0,
+            test_limit: 0,
+            unlabeled_limit: 0,
+        }
+    }
+}
+
+/// Normalisation kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// The study's.
+    Ufldl,
+    /// Contrast normalisation + ZCA.
+    Zca,
+}
+
+/// Patch sampling.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchConfig {
+    /// Number of training patches.
+    pub count: usize,
+    /// Patch side.
+    pub size: usize,
+    /// Normalisation.
+    pub norm: NormKind,
+    /// Contrast normalisation before ZCA.
+    pub contrast: bool,
+    /// Contrast ε (0..255 units squared).
+    pub cn_eps: f64,
+    /// ZCA ε.
+    pub zca_eps: f64,
+}
+
+impl Default for PatchConfig {
+    fn default() -> Self {
+        PatchConfig {
+            count: 100_000,
+            size: 8,
+            norm: NormKind::Ufldl,
+            contrast: true,
+            cn_eps: 10.0,
+            zca_eps: 0.1,
+        }
+    }
+}
+
+impl PatchConfig {
+    /// The normalisation spec.
+    pub fn norm_spec(&self) -> NormSpec {
+        match self.norm {
+            NormKind::Ufldl => NormSpec::Ufldl,
+            NormKind::Zca => NormSpec::Zca {
+                contrast: self.contrast,
+                cn_eps: self.cn_eps,
+                zca_eps: self.zca_eps,
+            },
+        }
+    }
+}
+
+/// Autoencoder shape and penalties.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Hidden layer sizes (symmetric stacks, e.g. [75, 48, 75]).
+    pub hidden: Vec<usize>,
+    /// Sparse (code) layer, 1-based among hidden layers; default the middle one.
+    pub sparse_layer: Option<usize>,
+    /// Output activation.
+    pub decoder: Decoder,
+    /// Target activation ρ.
+    pub rho: f64,
+    /// Weight decay λ.
+    pub lambda: f64,
+    /// Sparsity weight β.
+    pub beta: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            hidden: vec![25],
+            sparse_layer: None,
+            decoder: Decoder::Sigmoid,
+            rho: 0.01,
+            lambda: 1e-5,
+            beta: 3.0,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The penalty.
+    pub fn penalty(&self) -> Penalty {
+        Penalty {
+            lambda: self.lambda,
+            beta: self.beta,
+            rho: self.rho,
+        }
+    }
+}
+
+/// Optimiser settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// L-BFGS iterations.
+    pub max_iter: usize,
+    /// L-BFGS history pairs.
+    pub memory: usize,
+    /// Gradient tolerance (max |g|).
+    pub gtol: f64,
+    /// Relative function-decrease tolerance.
+    pub ftol: f64,
+    /// Rows per store batch (the streaming chunk).
+    pub chunk: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            max_iter: 400,
+            memory: 10,
+            gtol: 1e-9,
+            ftol: 1e-12,
+            chunk: 65_536,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// L-BFGS parameters.
+    pub fn lbfgs(&self) -> LbfgsParams {
+        LbfgsParams {
+            max_iter: self.max_iter,
+            memory: self.memory,
+            gtol: self.gtol,
+            ftol: self.ftol,
+            ..LbfgsParams::default()
+        }
+    }
+}
+
+/// Feature extraction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureConfig {
+    /// Grid steps.
+    pub steps: Vec<usize>,
+    /// Feature modes.
+    pub modes: Vec<Mode>,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        FeatureConfig {
+            steps: vec![8],
+            modes: vec![Mode::Pool],
+        }
+    }
+}
+
+/// Classification.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifyConfig {
+    /// Classifiers to run on every feature set.
+    pub classifiers: Vec<Classifier>,
+    /// Also classify raw pixels.
+    pub raw_baseline: bool,
+    /// Classifiers for the raw-pixel baseline (default: `classifiers`); smartcore's
+    /// logistic regression takes minutes on thousands of raw pixels.
+    pub raw_classifiers: Option<Vec<Classifier>>,
+    /// Random-forest trees.
+    pub rf_trees: u16,
+    /// Logistic-regression L2 weight.
+    pub lr_alpha: f64,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        ClassifyConfig {
+            classifiers: vec![Classifier::Rf, Classifier::Lr],
+            raw_baseline: true,
+            raw_classifiers: None,
+            rf_trees: 100,
+            lr_alpha: 1.0,
+        }
+    }
+}
+
+impl ClassifyConfig {
+    /// Parameters with `seed`.
+    pub fn params(&self, seed: u64) -> ClassifyParams {
+        ClassifyParams {
+            rf_trees: self.rf_trees,
+            lr_alpha: self.lr_alpha,
+            seed,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let c: Config =
+            toml::from_str(&text).map_err(|e| Error::bad(path, format!("invalid config: {e}")))?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return bad("name", "must be a plain folder name");
+        }
+        if self.synth.is_none() && self.data.path.as_os_str().is_empty() {
+            return bad("data.path", "is required unless [synth] generates the data");
+        }
+        if self.data.pixel_order != "auto" {
+            self.data.pixel_order.parse::<crate::ingest::PixelOrder>()?;
+        }
+        if let Some(s) = &self.synth {
+            if s.train == 0 || s.test == 0 {
+                return bad("synth", "train and test need at least one image");
+            }
+        }
+        let p = &self.patches;
+        if p.count == 0 {
+            return bad("patches.count", "must be at least 1");
+        }
+        if p.size == 0 {
+            return bad("patches.size", "must be at least 1");
+        }
+        if !(p.zca_eps >= 0.0 && p.cn_eps >= 0.0) {
+            return bad("patches.zca_eps", "epsilons must be non-negative");
+        }
+        let m = &self.model;
+        if m.hidden.is_empty() || m.hidden.contains(&0) {
+            return bad("model.hidden", "needs hidden layers of at least one unit");
+        }
+        if !(m.rho > 0.0 && m.rho < 1.0) {
+            return bad("model.rho", "must lie in (0, 1)");
+        }
+        if !(m.lambda >= 0.0 && m.beta >= 0.0) {
+            return bad("model.lambda", "lambda and beta must be non-negative");
+        }
+        if m.decoder == Decoder::Sigmoid && p.norm == NormKind::Zca {
+            return bad(
+                "model.decoder",
+                "a sigmoid decoder cannot reconstruct whitened patches; use \"linear\"",
+            );
+        }
+        if self.train.memory == 0 || self.train.chunk == 0 {
+            return bad("train.memory", "memory and chunk must be at least 1");
+        }
+        if self.features.steps.contains(&0) {
+            return bad("features.steps", "steps must be at least 1");
+        }
+        if self.classify.rf_trees == 0 {
+            return bad("classify.rf_trees", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> PathBuf {
+        self.out_dir.join(&self.name)
+    }
+}

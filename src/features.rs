@@ -1,0 +1,200 @@
+//! Image features: every labelled image is cut into patches on a grid of a given step,
+//! normalised as in training, encoded by the sparse layer, and the codes are either
+//! concatenated (`concat`, the study's) or sum-pooled over the four quadrants of the
+//! response grid (`pool`, Coates 2011: 4·H values).
+//!
+//! Encoding is fused and tiled: for a tile of images, build the patch matrix in a
+//! buffer, normalise, encode with matrix products, pool, and write the tile's feature
+//! rows. Tiles are processed in parallel a group at a time and written in image order,
+//! so memory is a few tiles whatever the number of images and the step.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{Array1, Array2};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ingest::{ImageSet, Shape};
+use crate::patches::{extract, grid};
+use crate::preprocess::Normaliser;
+use crate::progress::Progress;
+use crate::sae::{encode, Network};
+use crate::store::{Kind, StoreWriter};
+
+/// Patch rows per tile: a tile holds this many patches (at least one image).
+pub const TILE_ROWS: usize = 8192;
+
+/// How an image's patch codes become its feature vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// All codes in grid order (row by row), `positions · H` values.
+    Concat,
+    /// Sums over the four quadrants (top-left, top-right, bottom-left, bottom-right).
+    Pool,
+}
+
+impl Mode {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Concat => "concat",
+            Mode::Pool => "pool",
+        }
+    }
+}
+
+/// A trained network with its normalisation, ready to encode images.
+pub struct Encoder {
+    layers: Vec<(Array2<f32>, Array1<f32>)>,
+    norm: Normaliser,
+    patch: usize,
+    code: usize,
+}
+
+impl Encoder {
+    /// Encoder of `net` for patches of side `patch` normalised by `norm`.
+    pub fn new(net: &Network, norm: Normaliser, patch: usize) -> Self {
+        Encoder {
+            layers: net.encoder_layers(),
+            norm,
+            patch,
+            code: net.arch.code_size(),
+        }
+    }
+
+    /// Feature width for images of `shape` at `step` in `mode`.
+    pub fn feature_dim(&self, shape: Shape, step: usize, mode: Mode) -> usize {
+        let (r, c) = (
+            grid(shape.height, self.patch, step).len(),
+            grid(shape.width, self.patch, step).len(),
+        );
+        match mode {
+            Mode::Concat => r * c * self.code,
+            Mode::Pool => 4 * self.code,
+        }
+    }
+
+    /// Features of images `lo..hi` of `set`, one row per image.
+    pub fn tile(&self, set: &ImageSet, lo: usize, hi: usize, step: usize, mode: Mode) -> Array2<f32> {
+        let s = set.shape();
+        let p = self.patch;
+        let rows = grid(s.height, p, step);
+        let cols = grid(s.width, p, step);
+        let npos = rows.len() * cols.len();
+        let d = s.channels * p * p;
+        let n = hi - lo;
+        let mut x = Array2::<f32>::zeros((n * npos, d));
+        let mut hwc = vec![0u8; s.pixels()];
+        {
+            let flat = x.as_slice_mut().expect("standard layout");
+            for (k, i) in (lo..hi).enumerate() {
+                set.read_hwc(i, &mut hwc);
+                let mut at = k * npos * d;
+                for &y in &rows {
+                    for &xx in &cols {
+                        extract(&hwc, s, p, y, xx, &mut flat[at..at + d]);
+                        at += d;
+                    }
+                }
+            }
+        }
+        let codes = encode(&self.layers, self.norm.apply(x).view());
+        let h = self.code;
+        let mut out = Array2::<f32>::zeros((n, self.feature_dim(s, step, mode)));
+        let (hr, hc) = (rows.len().div_ceil(2), cols.len().div_ceil(2));
+        for k in 0..n {
+            let mut o = out.row_mut(k);
+            let o = o.as_slice_mut().expect("contiguous row");
+            for ri in 0..rows.len() {
+                for ci in 0..cols.len() {
+                    let pos = ri * cols.len() + ci;
+                    let code = codes.row(k * npos + pos);
+                    let at = match mode {
+                        Mode::Concat => pos * h,
+                        Mode::Pool => (usize::from(ri >= hr) * 2 + usize::from(ci >= hc)) * h,
+                    };
+                    for (dst, v) in o[at..at + h].iter_mut().zip(code) {
+                        *dst += v;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Encodes every image of `set` and writes the features to `path`; returns rows.
+    pub fn write_features(
+        &self,
+        set: &ImageSet,
+        step: usize,
+        mode: Mode,
+        path: &Path,
+        label: &str,
+    ) -> Result<usize> {
+        if step == 0 {
+            return Err(Error::config("features.steps", "step must be at least 1"));
+        }
+        let s = set.shape();
+        let npos = grid(s.height, self.patch, step).len() * grid(s.width, self.patch, step).len();
+        let per_tile = (TILE_ROWS / npos).max(1);
+        let labels = set
+            .labels()
+            .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;
+        let mut meta = HashMap::new();
+        meta.insert("sae.step".into(), step.to_string());
+        meta.insert("sae.mode".into(), mode.name().into());
+        let dim = self.feature_dim(s, step, mode);
+        let mut w = StoreWriter::create(path, Kind::Features, dim, 4096, &meta)?;
+        let tiles: Vec<(usize, usize)> = (0..set.len())
+            .step_by(per_tile)
+            .map(|lo| (lo, (lo + per_tile).min(set.len())))
+            .collect();
+        let group = 2 * rayon::current_num_threads();
+        let mut prog = Progress::new(label, set.len(), "images");
+        for g in tiles.chunks(group) {
+            let feats: Vec<Array2<f32>> = g
+                .par_iter()
+                .map(|&(lo, hi)| self.tile(set, lo, hi, step, mode))
+                .collect();
+            for (&(lo, hi), f) in g.iter().zip(feats) {
+                if f.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::Numeric(format!(
+                        "features of images {lo}..{hi} of {} are not finite",
+                        set.name().display()
+                    )));
+                }
+                for (k, i) in (lo..hi).enumerate() {
+                    let row = f.row(k);
+                    w.push(row.as_slice().expect("contiguous"), &[i as u32, labels[i].into()])?;
+                }
+                prog.inc(hi - lo);
+            }
+        }
+        prog.finish();
+        w.finish()
+    }
+}
+
+/// Writes raw pixels (`/255`, interleaved) of every image as features.
+pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
+    let s = set.shape();
+    let labels = set
+        .labels()
+        .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;
+    let mut meta = HashMap::new();
+    meta.insert("sae.mode".into(), "raw".into());
+    let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), 4096, &meta)?;
+    let mut hwc = vec![0u8; s.pixels()];
+    let mut row = vec![0f32; s.pixels()];
+    for i in 0..set.len() {
+        set.read_hwc(i, &mut hwc);
+        row.iter_mut()
+            .zip(&hwc)
+            .for_each(|(r, &v)| *r = f32::from(v) / 255.0);
+        w.push(&row, &[i as u32, labels[i].into()])?;
+    }
+    w.finish()
+}

@@ -1,0 +1,939 @@
+//! The study's pickled numpy arrays (`train.pk`, `test.pk`, `unlabeled.pk` or `X*.pk`).
+//!
+//! A small pickle machine of our own rather than serde-pickle: serde-pickle drops the
+//! numpy dtype of an array (and fails on protocol 5's `_frombuffer`), and it copies
+//! every byte string, while a 2.7 GB image array must stay a view into the mapped
+//! file. This reader understands protocols 0-5 as written by Python 2 and 3 for
+//! dicts, lists, tuples, scalars and numpy arrays (`_reconstruct` + BUILD,
+//! `_frombuffer`, `_codecs.encode` for protocol-2 byte strings) and refuses anything
+//! else with a message. Lengths read from the file are checked against the file's
+//! size before use, so a hostile file cannot make it allocate without bound.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::layout::{self, PixelOrder};
+use super::{numbered_classes, Dataset, ImageSet, OpenOptions, Part, Shape, Source};
+use crate::error::{Error, Result};
+
+/// Bytes inside the pickle: a range of the file, or decoded bytes.
+#[derive(Clone, Debug)]
+pub enum Blob {
+    /// `len` bytes of the file at `start`.
+    Slice {
+        /// Offset in the file.
+        start: usize,
+        /// Length.
+        len: usize,
+    },
+    /// Bytes that had to be decoded (latin-1 strings of protocol-2 pickles).
+    Owned(Rc<Vec<u8>>),
+}
+
+/// A Python object as far as this reader needs to know it.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// `None`.
+    None,
+    /// `bool`.
+    Bool(bool),
+    /// `int` (within i64).
+    Int(i64),
+    /// `float`.
+    Float(f64),
+    /// `str` (Python 3) or `unicode` (Python 2).
+    Str(Rc<String>),
+    /// `bytes`, `bytearray`, or a Python 2 `str`.
+    Bytes(Blob),
+    /// `tuple`.
+    Tuple(Rc<Vec<Value>>),
+    /// `list`.
+    List(Rc<RefCell<Vec<Value>>>),
+    /// `dict` (insertion order).
+    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    /// A global name (`module.name`).
+    Global(Rc<(String, String)>),
+    /// An object built by calling a global: class, arguments, and BUILD state.
+    Object(Rc<RefCell<Object>>),
+}
+
+/// An object made by REDUCE/NEWOBJ, with the state BUILD gave it.
+#[derive(Debug)]
+pub struct Object {
+    /// `module.name` of the callable.
+    pub class: (String, String),
+    /// Arguments of the call.
+    pub args: Vec<Value>,
+    /// State set by BUILD.
+    pub state: Option<Value>,
+}
+
+/// A decoded numpy array header plus where its bytes are.
+#[derive(Debug)]
+pub struct NdArray {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// numpy type code, e.g. `u1`, `i8`, `f4`.
+    pub dtype: String,
+    /// True for big-endian data.
+    pub big_endian: bool,
+    /// Where the element bytes are.
+    pub data: Blob,
+}
+
+struct Machine<'a> {
+    path: &'a Path,
+    buf: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u64, Value>,
+}
+
+impl<'a> Machine<'a> {
+    fn err(&self, what: impl std::fmt::Display) -> Error {
+        Error::bad(self.path, format!("pickle at byte {}: {what}", self.pos))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.buf.len() - self.pos {
+            return Err(self.err(format!(
+                "needs {n} more bytes but the file ends (truncated?)"
+            )));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn uint(&mut self, n: usize) -> Result<u64> {
+        let b = self.take(n)?;
+        Ok(b.iter()
+            .rev()
+            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
+    }
+
+    fn line(&mut self) -> Result<&'a str> {
+        let rest = &self.buf[self.pos..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| self.err("unterminated text line"))?;
+        self.pos += end + 1;
+        std::str::from_utf8(&rest[..end]).map_err(|_| self.err("text line is not UTF-8"))
+    }
+
+    fn blob(&mut self, n: u64) -> Result<Blob> {
+        let n = usize::try_from(n).map_err(|_| self.err("length overflows"))?;
+        let start = self.pos;
+        self.take(n)?;
+        Ok(Blob::Slice { start, len: n })
+    }
+
+    fn text(&mut self, n: u64) -> Result<Value> {
+        let n = usize::try_from(n).map_err(|_| self.err("length overflows"))?;
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))?;
+        Ok(Value::Str(Rc::new(s.to_owned())))
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        self.stack.pop().ok_or_else(|| self.err("stack underflow"))
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+        let m = self.marks.pop().ok_or_else(|| self.err("no MARK"))?;
+        if m > self.stack.len() {
+            return Err(self.err("MARK above the stack"));
+        }
+        Ok(self.stack.split_off(m))
+    }
+
+    fn top(&mut self) -> Result<&mut Value> {
+        let e = self.err("stack underflow");
+        self.stack.last_mut().ok_or(e)
+    }
+
+    fn memo_get(&self, k: u64) -> Result<Value> {
+        self.memo
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| self.err(format!("memo key {k} is unset")))
+    }
+
+    fn memo_put(&mut self, k: u64) -> Result<()> {
+        let v = self
+            .stack
+            .last()
+            .cloned()
+            .ok_or_else(|| self.err("PUT on empty stack"))?;
+        self.memo.insert(k, v);
+        Ok(())
+    }
+
+    fn call(&self, f: Value, args: Vec<Value>) -> Result<Value> {
+        let Value::Global(g) = f else {
+            return Err(self.err("call of a non-global"));
+        };
+        let (module, name) = (&g.0, &g.1);
+        match (module.as_str(), name.as_str()) {
+            ("_codecs", "encode") => {
+                let s = match args.first() {
+                    Some(Value::Str(s)) => s,
+                    _ => return Err(self.err("_codecs.encode without a string")),
+                };
+                let bytes: Option<Vec<u8>> = s
+                    .chars()
+                    .map(|c| u8::try_from(u32::from(c)).ok())
+                    .collect();
+                let bytes = bytes.ok_or_else(|| self.err("latin-1 string out of range"))?;
+                Ok(Value::Bytes(Blob::Owned(Rc::new(bytes))))
+            }
+            ("__builtin__" | "builtins", "bytearray" | "bytes") => match args.first() {
+                Some(v @ Value::Bytes(_)) => Ok(v.clone()),
+                None => Ok(Value::Bytes(Blob::Owned(Rc::new(Vec::new())))),
+                Some(other) => self.call(
+                    Value::Global(Rc::new(("_codecs".into(), "encode".into()))),
+                    vec![other.clone()],
+                ),
+            },
+            _ => Ok(Value::Object(Rc::new(RefCell::new(Object {
+                class: (module.clone(), name.clone()),
+                args,
+                state: None,
+            })))),
+        }
+    }
+
+    fn run(mut self) -> Result<Value> {
+        loop {
+            let op = self.take(1)?[0];
+            match op {
+                0x80 => {
+                    let p = self.take(1)?[0];
+                    if p > 5 {
+                        return Err(self.err(format!("unsupported pickle protocol {p}")));
+                    }
+                }
+                0x95 => {
+                    self.take(8)?;
+                }
+                b'.' => return self.pop(),
+                b'(' => self.marks.push(self.stack.len()),
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.stack.push(v);
+                }
+                b'N' => self.stack.push(Value::None),
+                0x88 => self.stack.push(Value::Bool(true)),
+                0x89 => self.stack.push(Value::Bool(false)),
+                b'J' => {
+                    let v = self.uint(4)? as u32 as i32;
+                    self.stack.push(Value::Int(v.into()));
+                }
+                b'K' => {
+                    let v = self.uint(1)?;
+                    self.stack.push(Value::Int(v as i64));
+                }
+                b'M' => {
+                    let v = self.uint(2)?;
+                    self.stack.push(Value::Int(v as i64));
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a {
+                        self.uint(1)?
+                    } else {
+                        self.uint(4)?
+                    } as usize;
+                    let b = self.take(n)?;
+                    if n > 8 {
+                        return Err(self.err("integer wider than 64 bits"));
+                    }
+                    let mut v: i64 = 0;
+                    for (i, &x) in b.iter().enumerate() {
+                        v |= i64::from(x) << (8 * i);
+                    }
+                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                        v -= 1i64 << (8 * n);
+                    }
+                    self.stack.push(Value::Int(v));
+                }
+                b'I' | b'L' => {
+                    let l = self.line()?.trim_end_matches('L');
+                    let v = match l {
+                        "01" => Value::Bool(true),
+                        "00" => Value::Bool(false),
+                        _ => Value::Int(l.parse().map_err(|_| self.err("bad integer"))?),
+                    };
+                    self.stack.push(v);
+                }
+                b'F' => {
+                    let v = self.line()?.parse().map_err(|_| self.err("bad float"))?;
+                    self.stack.push(Value::Float(v));
+                }
+                b'G' => {
+                    let v = f64::from_bits(u64::from_be_bytes(self.take(8)?.try_into().unwrap()));
+                    self.stack.push(Value::Float(v));
+                }
+                b'X' => {
+                    let n = self.uint(4)?;
+                    let v = self.text(n)?;
+                    self.stack.push(v);
+                }
+                0x8c => {
+                    let n = self.uint(1)?;
+                    let v = self.text(n)?;
+                    self.stack.push(v);
+                }
+                0x8d => {
+                    let n = self.uint(8)?;
+                    let v = self.text(n)?;
+                    self.stack.push(v);
+                }
+                b'V' => {
+                    let l = self.line()?;
+                    if l.contains('\\') {
+                        return Err(self.err("escaped protocol-0 unicode is not supported"));
+                    }
+                    self.stack.push(Value::Str(Rc::new(l.to_owned())));
+                }
+                b'T' | b'B' => {
+                    let n = self.uint(4)?;
+                    let b = self.blob(n)?;
+                    self.stack.push(Value::Bytes(b));
+                }
+                b'U' | b'C' => {
+                    let n = self.uint(1)?;
+                    let b = self.blob(n)?;
+                    self.stack.push(Value::Bytes(b));
+                }
+                0x8e | 0x96 => {
+                    let n = self.uint(8)?;
+                    let b = self.blob(n)?;
+                    self.stack.push(Value::Bytes(b));
+                }
+                b'S' => {
+                    let l = self.line()?;
+                    let inner = l
+                        .strip_prefix('\'')
+                        .and_then(|s| s.strip_suffix('\''))
+                        .filter(|s| !s.contains('\\'))
+                        .ok_or_else(|| {
+                            self.err("escaped protocol-0 strings are not supported")
+                        })?;
+                    self.stack
+                        .push(Value::Bytes(Blob::Owned(Rc::new(inner.as_bytes().to_vec()))));
+                }
+                0x98 => {}
+                0x97 => return Err(self.err("out-of-band buffers (NEXT_BUFFER) are not supported")),
+                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::Tuple(Rc::new(items)));
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < n {
+                        return Err(self.err("stack underflow"));
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    self.stack.push(Value::Tuple(Rc::new(items)));
+                }
+                b']' => self.stack.push(Value::List(Rc::default())),
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.append(vec![v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?;
+                }
+                b'}' => self.stack.push(Value::Dict(Rc::default())),
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let d = Value::Dict(Rc::default());
+                    self.stack.push(d);
+                    self.set_items(items)?;
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(items)?;
+                }
+                0x8f => self.stack.push(Value::List(Rc::default())),
+                0x90 => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?;
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                }
+                b'c' => {
+                    let m = self.line()?.to_owned();
+                    let n = self.line()?.to_owned();
+                    self.stack.push(Value::Global(Rc::new((m, n))));
+                }
+                0x93 => {
+                    let n = self.pop()?;
+                    let m = self.pop()?;
+                    match (m, n) {
+                        (Value::Str(m), Value::Str(n)) => self
+                            .stack
+                            .push(Value::Global(Rc::new((m.to_string(), n.to_string())))),
+                        _ => return Err(self.err("STACK_GLOBAL needs two strings")),
+                    }
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let Value::Tuple(args) = args else {
+                        return Err(self.err("REDUCE arguments are not a tuple"));
+                    };
+                    let v = self.call(f, args.to_vec())?;
+                    self.stack.push(v);
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let args = match args {
+                        Value::Tuple(a) => a.to_vec(),
+                        _ => return Err(self.err("NEWOBJ arguments are not a tuple")),
+                    };
+                    let v = self.call(cls, args)?;
+                    self.stack.push(v);
+                }
+                0x92 => {
+                    let _kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let args = match args {
+                        Value::Tuple(a) => a.to_vec(),
+                        _ => return Err(self.err("NEWOBJ_EX arguments are not a tuple")),
+                    };
+                    let v = self.call(cls, args)?;
+                    self.stack.push(v);
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    match self.top()? {
+                        Value::Object(o) => o.borrow_mut().state = Some(state),
+                        _ => return Err(self.err("BUILD on something that is not an object")),
+                    }
+                }
+                b'p' => {
+                    let k = self.line()?.parse().map_err(|_| self.err("bad PUT key"))?;
+                    self.memo_put(k)?;
+                }
+                b'q' => {
+                    let k = self.uint(1)?;
+                    self.memo_put(k)?;
+                }
+                b'r' => {
+                    let k = self.uint(4)?;
+                    self.memo_put(k)?;
+                }
+                0x94 => {
+                    let k = self.memo.len() as u64;
+                    self.memo_put(k)?;
+                }
+                b'g' => {
+                    let k = self.line()?.parse().map_err(|_| self.err("bad GET key"))?;
+                    let v = self.memo_get(k)?;
+                    self.stack.push(v);
+                }
+                b'h' => {
+                    let k = self.uint(1)?;
+                    let v = self.memo_get(k)?;
+                    self.stack.push(v);
+                }
+                b'j' => {
+                    let k = self.uint(4)?;
+                    let v = self.memo_get(k)?;
+                    self.stack.push(v);
+                }
+                other => {
+                    return Err(self.err(format!("unsupported pickle opcode 0x{other:02x}")))
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, items: Vec<Value>) -> Result<()> {
+        match self.top()? {
+            Value::List(l) => {
+                l.borrow_mut().extend(items);
+                Ok(())
+            }
+            _ => Err(self.err("APPEND to something that is not a list")),
+        }
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
+        if items.len() % 2 != 0 {
+            return Err(self.err("odd number of dict items"));
+        }
+        match self.top()? {
+            Value::Dict(d) => {
+                let mut d = d.borrow_mut();
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+                Ok(())
+            }
+            _ => Err(self.err("SETITEM on something that is not a dict")),
+        }
+    }
+}
+
+/// Runs the pickle in `buf` (the bytes of `path`) and returns the object it holds.
+pub fn load(path: &Path, buf: &[u8]) -> Result<Value> {
+    Machine {
+        path,
+        buf,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    }
+    .run()
+}
+
+/// Text of a `str` or a Python 2 byte string.
+fn text(v: &Value, buf: &[u8]) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.to_string()),
+        Value::Bytes(b) => Some(String::from_utf8_lossy(blob_bytes(b, buf)).into_owned()),
+        _ => None,
+    }
+}
+
+/// The bytes of a blob.
+pub fn blob_bytes<'a>(b: &'a Blob, buf: &'a [u8]) -> &'a [u8] {
+    match b {
+        Blob::Slice { start, len } => &buf[*start..*start + *len],
+        Blob::Owned(v) => v,
+    }
+}
+
+fn int_list(v: &Value) -> Option<Vec<usize>> {
+    let items: Vec<Value> = match v {
+        Value::Tuple(t) => t.to_vec(),
+        Value::List(l) => l.borrow().clone(),
+        Value::Int(i) => vec![Value::Int(*i)],
+        _ => return None,
+    };
+    items
+        .iter()
+        .map(|x| match x {
+            Value::Int(i) => usize::try_from(*i).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// dtype code and byte order of a `numpy.dtype` object.
+fn dtype_of(v: &Value, buf: &[u8]) -> Option<(String, bool)> {
+    let Value::Object(o) = v else { return None };
+    let o = o.borrow();
+    if o.class.1 != "dtype" {
+        return None;
+    }
+    let code = text(o.args.first()?, buf)?;
+    let big = match &o.state {
+        Some(Value::Tuple(t)) => t.get(1).and_then(|e| text(e, buf)).as_deref() == Some(">"),
+        _ => false,
+    };
+    let code = match code.as_str() {
+        "uint8" | "B" => "u1".into(),
+        "int64" => "i8".into(),
+        "int32" => "i4".into(),
+        _ => code.trim_start_matches(['<', '>', '|', '=']).to_string(),
+    };
+    Some((code, big))
+}
+
+/// Reads `v` as a numpy array, if it is one.
+pub fn as_array(v: &Value, buf: &[u8]) -> Option<std::result::Result<NdArray, String>> {
+    let Value::Object(o) = v else { return None };
+    let o = o.borrow();
+    let is_np = o.class.0.starts_with("numpy");
+    match o.class.1.as_str() {
+        "_reconstruct" if is_np => {
+            let Some(Value::Tuple(st)) = &o.state else {
+                return Some(Err("numpy array without state".into()));
+            };
+            // (version, shape, dtype, is_fortran, data) or, in old numpy, without version.
+            let st: &[Value] = if st.len() == 5 { &st[1..] } else { &st[..] };
+            if st.len() != 4 {
+                return Some(Err("numpy array state of unexpected length".into()));
+            }
+            let Some(shape) = int_list(&st[0]) else {
+                return Some(Err("numpy array shape is not a tuple of ints".into()));
+            };
+            let Some((dtype, big_endian)) = dtype_of(&st[1], buf) else {
+                return Some(Err("numpy array dtype unreadable".into()));
+            };
+            if matches!(st[2], Value::Bool(true) | Value::Int(1)) && shape.len() > 1 {
+                return Some(Err(
+                    "Fortran-ordered arrays are not supported (save np.ascontiguousarray(x))"
+                        .into(),
+                ));
+            }
+            let data = match &st[3] {
+                Value::Bytes(b) => b.clone(),
+                Value::Str(s) => match s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect() {
+                    Some(b) => Blob::Owned(Rc::new(b)),
+                    None => return Some(Err("array data string is not latin-1".into())),
+                },
+                _ => return Some(Err("object arrays are not supported".into())),
+            };
+            Some(Ok(NdArray {
+                shape,
+                dtype,
+                big_endian,
+                data,
+            }))
+        }
+        "_frombuffer" if is_np => {
+            let (Some(Value::Bytes(data)), Some(dt), Some(shape)) =
+                (o.args.first(), o.args.get(1), o.args.get(2))
+            else {
+                return Some(Err("_frombuffer with unexpected arguments".into()));
+            };
+            let Some((dtype, big_endian)) = dtype_of(dt, buf) else {
+                return Some(Err("numpy array dtype unreadable".into()));
+            };
+            let Some(shape) = int_list(shape) else {
+                return Some(Err("numpy array shape is not a tuple of ints".into()));
+            };
+            if o.args.get(3).and_then(|v| text(v, buf)).as_deref() == Some("F") && shape.len() > 1
+            {
+                return Some(Err(
+                    "Fortran-ordered arrays are not supported (save np.ascontiguousarray(x))"
+                        .into(),
+                ));
+            }
+            Some(Ok(NdArray {
+                shape,
+                dtype,
+                big_endian,
+                data: data.clone(),
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Element size of an integer dtype code, and whether it is signed.
+fn int_dtype(code: &str) -> Option<(usize, bool)> {
+    let (kind, size) = code.split_at(1);
+    let size: usize = size.parse().ok()?;
+    match (kind, size) {
+        ("u", 1 | 2 | 4 | 8) => Some((size, false)),
+        ("i", 1 | 2 | 4 | 8) => Some((size, true)),
+        _ => None,
+    }
+}
+
+/// A pickle file's images (and labels, if it holds them).
+pub struct PickledSet {
+    /// The images.
+    pub images: ImageSet,
+    /// What was decided about the pixel order.
+    pub note: String,
+}
+
+/// Reads labels from an int array or a list of ints.
+fn labels_of(path: &Path, v: &Value, buf: &[u8]) -> Result<Vec<i64>> {
+    if let Value::List(l) = v {
+        return l
+            .borrow()
+            .iter()
+            .map(|x| match x {
+                Value::Int(i) => Ok(*i),
+                _ => Err(Error::bad(path, "labels list holds a non-integer")),
+            })
+            .collect();
+    }
+    let a = match as_array(v, buf) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return Err(Error::bad(path, format!("labels: {e}"))),
+        None => return Err(Error::bad(path, "labels `y` are not a numpy array or list")),
+    };
+    let (size, signed) = int_dtype(&a.dtype).ok_or_else(|| {
+        Error::bad(path, format!("labels have dtype {}; expected integers", a.dtype))
+    })?;
+    let n: usize = a.shape.iter().product();
+    if a.shape.iter().filter(|&&d| d != 1).count() > 1 {
+        return Err(Error::bad(path, format!("labels have shape {:?}", a.shape)));
+    }
+    let bytes = blob_bytes(&a.data, buf);
+    if bytes.len() != n * size {
+        return Err(Error::bad(
+            path,
+            format!("labels hold {} bytes for {n} x {size}", bytes.len()),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(size)
+        .map(|c| {
+            let mut v: u64 = 0;
+            for k in 0..size {
+                let b = if a.big_endian { c[k] } else { c[size - 1 - k] };
+                v = (v << 8) | u64::from(b);
+            }
+            if signed && size < 8 && v >> (8 * size - 1) & 1 == 1 {
+                (v as i64) - (1i64 << (8 * size))
+            } else {
+                v as i64
+            }
+        })
+        .collect())
+}
+
+/// Opens one pickle file of images (a dict with `X` and maybe `y`, or a bare array).
+pub fn open_file(path: &Path, order: Option<PixelOrder>) -> Result<PickledSet> {
+    let src = Arc::new(Source::map(path)?);
+    let buf = src.bytes();
+    if buf.is_empty() {
+        return Err(Error::bad(path, "empty file"));
+    }
+    let root = load(path, buf)?;
+    let (x, y) = match &root {
+        Value::Dict(d) => {
+            let d = d.borrow();
+            let find = |names: &[&str]| {
+                d.iter()
+                    .find(|(k, _)| text(k, buf).is_some_and(|t| names.contains(&t.as_str())))
+                    .map(|(_, v)| v.clone())
+            };
+            let x = find(&["X", "x", "data", "images"]).ok_or_else(|| {
+                Error::bad(path, "pickled dict has no `X` (or `data`) array of images")
+            })?;
+            (x, find(&["y", "Y", "labels"]))
+        }
+        other => (other.clone(), None),
+    };
+    let a = match as_array(&x, buf) {
+        Some(Ok(a)) => a,
+        Some(Err(e)) => return Err(Error::bad(path, format!("images: {e}"))),
+        None => return Err(Error::bad(path, "does not hold a numpy array of images")),
+    };
+    if a.dtype != "u1" {
+        return Err(Error::bad(
+            path,
+            format!("images have dtype {}; expected uint8", a.dtype),
+        ));
+    }
+    let (n, shape, fixed) = image_shape(path, &a.shape)?;
+    let data = blob_bytes(&a.data, buf);
+    if data.len() != n * shape.pixels() {
+        return Err(Error::bad(
+            path,
+            format!(
+                "array data has {} bytes; shape {:?} needs {}",
+                data.len(),
+                a.shape,
+                n * shape.pixels()
+            ),
+        ));
+    }
+    let labels = match y {
+        None => None,
+        Some(y) => Some(labels_of(path, &y, buf)?),
+    };
+    let (source, offset) = match &a.data {
+        Blob::Slice { start, .. } => (src.clone(), *start),
+        Blob::Owned(v) => (Arc::new(Source::Owned(v.to_vec())), 0),
+    };
+    let (order, note) = match (order, fixed) {
+        (Some(o), _) => (o, format!("pixel order {} (from config)", o.name())),
+        (None, Some(o)) => (o, format!("pixel order {} (from the array shape)", o.name())),
+        (None, None) => {
+            let k = n.min(64);
+            let recs: Vec<&[u8]> = (0..k)
+                .map(|i| &source.bytes()[offset + i * shape.pixels()..][..shape.pixels()])
+                .collect();
+            let (o, scores) = layout::detect(&recs, shape);
+            let s: Vec<String> = scores
+                .iter()
+                .map(|(o, r)| format!("{} {r:.1}", o.name()))
+                .collect();
+            (
+                o,
+                format!(
+                    "pixel order {} detected (neighbour roughness: {})",
+                    o.name(),
+                    s.join(", ")
+                ),
+            )
+        }
+    };
+    let labels = match labels {
+        None => None,
+        Some(l) => Some(check_labels(path, l, n)?),
+    };
+    let part = Part::new(source, offset, shape.pixels(), n);
+    let images = ImageSet::new(path, vec![part], shape, order, labels)?;
+    Ok(PickledSet {
+        images,
+        note: format!("{}: {note}", path.display()),
+    })
+}
+
+/// Labels as 0-based bytes; 1-based files (no 0, as STL-10's) are shifted.
+fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<u8>> {
+    if l.len() != n {
+        return Err(Error::bad(
+            path,
+            format!("{} labels for {n} images", l.len()),
+        ));
+    }
+    let shift = i64::from(!l.contains(&0));
+    l.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u8::try_from(v - shift).map_err(|_| {
+                Error::bad(path, format!("label {v} of image {i} is out of range"))
+            })
+        })
+        .collect()
+}
+
+/// Number of images, their shape, and the pixel order if the shape fixes it.
+fn image_shape(path: &Path, dims: &[usize]) -> Result<(usize, Shape, Option<PixelOrder>)> {
+    let bad = || {
+        Error::bad(
+            path,
+            format!(
+                "image array has shape {dims:?}; expected N x 3*S*S, N x S x S x 3 or N x 3 x S x S"
+            ),
+        )
+    };
+    match *dims {
+        [n, d] if d % 3 == 0 => {
+            let side = ((d / 3) as f64).sqrt().round() as usize;
+            if side * side * 3 != d || side == 0 {
+                return Err(bad());
+            }
+            Ok((n, Shape::rgb(side), None))
+        }
+        [n, h, w, 3] => Ok((
+            n,
+            Shape {
+                height: h,
+                width: w,
+                channels: 3,
+            },
+            Some(PixelOrder::Hwc),
+        )),
+        [n, 3, h, w] => Ok((
+            n,
+            Shape {
+                height: h,
+                width: w,
+                channels: 3,
+            },
+            Some(PixelOrder::Chw),
+        )),
+        _ => Err(bad()),
+    }
+}
+
+/// Finds `stem.pk` / `stem.pkl` / `stem.pickle` in `dir`.
+fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+    ["pk", "pkl", "pickle"]
+        .iter()
+        .map(|e| dir.join(format!("{stem}.{e}")))
+        .find(|p| p.exists())
+}
+
+/// Opens a folder of the study's pickles.
+pub fn open_dataset(dir: &Path, opts: &OpenOptions) -> Result<Dataset> {
+    let train_path = find(dir, "train").ok_or_else(|| Error::bad(dir, "no train.pk"))?;
+    let test_path = find(dir, "test").ok_or_else(|| Error::bad(dir, "no test.pk"))?;
+    let order = opts.pixel_order;
+    let train = open_file(&train_path, order)?;
+    // Every file of a dataset shares the training file's order unless the shape fixes it.
+    let order = order.or(Some(train.images.order()));
+    let test = open_file(&test_path, order)?;
+    let mut notes = vec![train.note.clone(), test.note.clone()];
+    let unlabeled = if let Some(p) = find(dir, "unlabeled") {
+        let u = open_file(&p, order)?;
+        notes.push(u.note);
+        u.images
+    } else {
+        let mut parts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(Error::io(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let k = name
+                    .strip_prefix('X')?
+                    .split('.')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()?;
+                Some((k, e.path()))
+            })
+            .collect();
+        parts.sort();
+        if parts.is_empty() {
+            notes.push("no unlabeled pickle; patches come from train".into());
+            train.images.clone()
+        } else {
+            let sets: Vec<ImageSet> = parts
+                .iter()
+                .map(|(_, p)| open_file(p, order).map(|s| s.images))
+                .collect::<Result<_>>()?;
+            notes.push(format!("unlabeled: {} X*.pk parts", sets.len()));
+            concat(dir, sets)?
+        }
+    };
+    let k = [&train.images, &test.images]
+        .iter()
+        .filter_map(|s| s.labels())
+        .flat_map(|l| l.iter().copied())
+        .max()
+        .map_or(10, |m| (m as usize + 1).max(10));
+    Ok(Dataset {
+        unlabeled,
+        classes: numbered_classes(k),
+        train: train.images,
+        test: test.images,
+        notes,
+    })
+}
+
+/// Joins image sets of one shape and order into one.
+fn concat(dir: &Path, sets: Vec<ImageSet>) -> Result<ImageSet> {
+    let shape = sets[0].shape();
+    let order = sets[0].order();
+    let mut parts = Vec::new();
+    for s in sets {
+        if s.shape() != shape {
+            return Err(Error::bad(s.name(), "image shape differs from the other parts"));
+        }
+        parts.extend(s.parts);
+    }
+    ImageSet::new(dir, parts, shape, order, None)
+}

@@ -1,0 +1,274 @@
+//! The `sae` command line: parses flags and calls one library function per subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use sae::config::Config;
+use sae::features::{Encoder, Mode};
+use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
+use sae::ingest::{Dataset, Format, OpenOptions};
+use sae::model::Model;
+use sae::store::{Kind, Store};
+
+#[derive(Parser)]
+#[command(name = "sae", version, about = "Sparse-autoencoder image features, out of core")]
+struct Args {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every stage of a config file into its run folder.
+    Run {
+        /// The TOML config.
+        config: PathBuf,
+        /// Parent folder of the run folder (overrides `out_dir`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a synthetic labelled dataset in the CIFAR-10 or STL-10 binary layout.
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// cifar10 (32x32) or stl10 (96x96).
+        #[arg(long, default_value = "cifar10")]
+        format: String,
+        /// Training images.
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        /// Test images.
+        #[arg(long, default_value_t = 1000)]
+        test: usize,
+        /// Unlabeled images (stl10 only).
+        #[arg(long, default_value_t = 0)]
+        unlabeled: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Compare the analytic gradient with central differences on small networks (f64).
+    Gradcheck,
+    /// Describe a dataset: sizes, shapes, pixel order, class counts.
+    Info {
+        /// Format: cifar10, stl10, pickle, folder.
+        #[arg(long)]
+        format: String,
+        /// Dataset folder.
+        path: PathBuf,
+    },
+    /// Draw a model's first-layer filters (and a store's first patches) as PNG.
+    Show {
+        /// A model file (model.sae).
+        model: PathBuf,
+        /// Output PNG of the filters.
+        #[arg(long, default_value = "filters.png")]
+        out: PathBuf,
+        /// A patch store to draw sample patches from.
+        #[arg(long)]
+        patches: Option<PathBuf>,
+        /// Output PNG of the patches.
+        #[arg(long, default_value = "patches.png")]
+        patches_out: PathBuf,
+    },
+    /// Encode a dataset's train and test images with a trained model.
+    Encode {
+        /// A model file (model.sae).
+        model: PathBuf,
+        /// Format of the dataset.
+        #[arg(long)]
+        format: String,
+        /// Dataset folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Grid step.
+        #[arg(long, default_value_t = 8)]
+        step: usize,
+        /// concat or pool.
+        #[arg(long, default_value = "pool")]
+        mode: String,
+        /// Output folder for `<split>.arrow`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    sae::progress::set_quiet(args.quiet);
+    if let Some(t) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("cannot set the thread count")?;
+    }
+    match args.cmd {
+        Cmd::Run { config, out } => cmd_run(config, out),
+        Cmd::Synth {
+            out,
+            format,
+            train,
+            test,
+            unlabeled,
+            seed,
+        } => {
+            let layout = match format.as_str() {
+                "cifar10" => Layout::Cifar10,
+                "stl10" => Layout::Stl10,
+                f => anyhow::bail!("--format {f:?}: expected cifar10 or stl10"),
+            };
+            let spec = SynthSpec {
+                layout,
+                train,
+                test,
+                unlabeled,
+                seed,
+            };
+            write_dataset(&spec, &out)?;
+            println!("wrote {} ({format} layout)", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gradcheck => cmd_gradcheck(),
+        Cmd::Info { format, path } => cmd_info(&format, &path),
+        Cmd::Show {
+            model,
+            out,
+            patches,
+            patches_out,
+        } => {
+            let m = Model::load(&model)?;
+            sae::show::grid_png(m.net.weight(0), m.header.patch, m.header.channels, &out)?;
+            println!("wrote {}", out.display());
+            if let Some(p) = patches {
+                let store = Store::open(&p, Kind::Patches)?;
+                let b = store.batch(0)?;
+                let v = b.values();
+                let n = v.nrows().min(100);
+                sae::show::grid_png(
+                    v.slice(ndarray::s![..n, ..]),
+                    m.header.patch,
+                    m.header.channels,
+                    &patches_out,
+                )?;
+                println!("wrote {}", patches_out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Encode {
+            model,
+            format,
+            data,
+            step,
+            mode,
+            out,
+        } => {
+            let m = Model::load(&model)?;
+            let mode = match mode.as_str() {
+                "pool" => Mode::Pool,
+                "concat" => Mode::Concat,
+                other => anyhow::bail!("--mode {other:?}: expected pool or concat"),
+            };
+            let ds = Dataset::open(format.parse::<Format>()?, &data, &OpenOptions::default())?;
+            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+            let enc = Encoder::new(&m.net, m.header.norm.clone(), m.header.patch);
+            for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
+                let path = out.join(format!("{split}.arrow"));
+                let n = enc.write_features(set, step, mode, &path, &format!("encode {split}"))?;
+                println!("wrote {} ({n} images)", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn cmd_run(config: PathBuf, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(&config)?;
+    if let Some(o) = out {
+        cfg.out_dir = o;
+    }
+    if cfg.threads > 0 {
+        // Ignored when --threads already built the pool.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .build_global();
+    }
+    let (dir, results) = sae::pipeline::run(&cfg)?;
+    println!("{:<16} {:<4} {:>8}", "features", "clf", "accuracy");
+    for r in &results {
+        println!(
+            "{:<16} {:<4} {:>8.4}",
+            r.features,
+            r.classifier.name(),
+            r.accuracy
+        );
+    }
+    println!("results: {}", dir.join("results.csv").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_gradcheck() -> anyhow::Result<ExitCode> {
+    let results = sae::sae::gradcheck::standard()?;
+    let mut worst: f64 = 0.0;
+    for r in &results {
+        println!("{:<48} relative error {:.3e}", r.name, r.relative_error);
+        worst = worst.max(r.relative_error);
+    }
+    println!("max relative error: {worst:.3e}");
+    Ok(if worst < 1e-7 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cmd_info(format: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let ds = Dataset::open(format.parse::<Format>()?, path, &OpenOptions::default())?;
+    for n in &ds.notes {
+        println!("note: {n}");
+    }
+    for (name, set) in [
+        ("unlabeled", &ds.unlabeled),
+        ("train", &ds.train),
+        ("test", &ds.test),
+    ] {
+        let s = set.shape();
+        print!(
+            "{name:<10} {:>7} images  {}x{}x{}  order {}",
+            set.len(),
+            s.height,
+            s.width,
+            s.channels,
+            set.order().name()
+        );
+        if let Some(l) = set.labels() {
+            let mut counts = vec![0usize; ds.classes.len()];
+            for &v in l {
+                counts[v as usize] += 1;
+            }
+            print!("  per class {counts:?}");
+        }
+        println!();
+    }
+    println!("classes: {}", ds.classes.join(", "));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,106 @@
+//! Progress of long stages on stderr: count, rate and ETA, at most once a second.
+//! On a terminal the line redraws in place; otherwise (logs, CI) it prints a line
+//! every 10 % so logs stay short. `set_quiet` silences everything.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silences (or re-enables) progress output for the whole process.
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, Ordering::Relaxed);
+}
+
+/// True when progress output is silenced.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Progress of one stage.
+pub struct Progress {
+    label: String,
+    unit: &'static str,
+    total: usize,
+    done: usize,
+    start: Instant,
+    last: Instant,
+    last_decile: usize,
+    tty: bool,
+}
+
+impl Progress {
+    /// Starts tracking `total` units of work.
+    pub fn new(label: impl Into<String>, total: usize, unit: &'static str) -> Self {
+        let now = Instant::now();
+        Progress {
+            label: label.into(),
+            unit,
+            total,
+            done: 0,
+            start: now,
+            last: now,
+            last_decile: 0,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Records `n` more units done.
+    pub fn inc(&mut self, n: usize) {
+        self.done += n;
+        let decile = self.done * 10 / self.total.max(1);
+        let due = if self.tty {
+            self.last.elapsed() >= Duration::from_secs(1)
+        } else {
+            decile > self.last_decile
+        };
+        if due && self.done < self.total {
+            self.last = Instant::now();
+            self.last_decile = decile;
+            self.print(false);
+        }
+    }
+
+    fn print(&self, end: bool) {
+        if quiet() {
+            return;
+        }
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = self.done as f64 / secs.max(1e-9);
+        let left = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
+        let line = if end {
+            format!(
+                "{}: {} {} in {:.1} s ({:.0} {}/s)",
+                self.label, self.done, self.unit, secs, rate, self.unit
+            )
+        } else {
+            format!(
+                "{}: {}/{} {} ({:.0} {}/s, ETA {:.0} s)",
+                self.label, self.done, self.total, self.unit, rate, self.unit, left
+            )
+        };
+        let mut e = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(e, "\r\x1b[2K{line}");
+            if end {
+                let _ = writeln!(e);
+            }
+        } else {
+            let _ = writeln!(e, "{line}");
+        }
+    }
+
+    /// Prints the final line and returns the seconds taken.
+    pub fn finish(self) -> f64 {
+        self.print(true);
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Prints a status line unless quiet.
+pub fn say(msg: impl AsRef<str>) {
+    if !quiet() {
+        eprintln!("{}", msg.as_ref());
+    }
+}

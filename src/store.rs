@@ -1,0 +1,448 @@
+//! Row stores on disk: Arrow IPC files of fixed-width f32 rows plus u32 columns.
+//!
+//! One format serves the patch store (`patch` rows with `image`, `x`, `y` provenance)
+//! and feature files (`features` rows with `image`, `label`). Rows are written in record
+//! batches as they are produced (memory: one batch), to a temporary name that is renamed
+//! into place only when the footer is written, so a crash never leaves a half file under
+//! the final name. Reading memory-maps the file and decodes each batch zero-copy: the
+//! rows are an `ArrayView2<f32>` straight into the page cache. Any Arrow reader (polars,
+//! pyarrow) opens the files; the vector column is `FixedSizeList<Float32, D>`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, UInt32Type};
+use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array};
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::{read_footer_length, FileDecoder};
+use arrow_ipc::writer::FileWriter;
+use arrow_ipc::Block;
+use arrow_schema::{DataType, Field, Schema};
+use ndarray::{ArrayView2, Axis};
+
+use crate::error::{Error, Result};
+
+/// Version of the store layout; bumped on incompatible change.
+pub const FORMAT_VERSION: &str = "1";
+const KEY_KIND: &str = "sae.kind";
+const KEY_VERSION: &str = "sae.version";
+
+/// What a store holds, with the names of its columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Training patches: `patch` rows, `image`, `x`, `y`.
+    Patches,
+    /// Image features: `features` rows, `image`, `label`.
+    Features,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Patches => "patches",
+            Kind::Features => "features",
+        }
+    }
+    fn vector(self) -> &'static str {
+        match self {
+            Kind::Patches => "patch",
+            Kind::Features => "features",
+        }
+    }
+    /// Names of the u32 columns, in order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Kind::Patches => &["image", "x", "y"],
+            Kind::Features => &["image", "label"],
+        }
+    }
+}
+
+fn schema(kind: Kind, dim: usize, meta: &HashMap<String, String>) -> Schema {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let mut fields = vec![Field::new(
+        kind.vector(),
+        DataType::FixedSizeList(item, dim as i32),
+        false,
+    )];
+    fields.extend(
+        kind.columns()
+            .iter()
+            .map(|c| Field::new(*c, DataType::UInt32, false)),
+    );
+    let mut meta = meta.clone();
+    meta.insert(KEY_KIND.into(), kind.name().into());
+    meta.insert(KEY_VERSION.into(), FORMAT_VERSION.into());
+    Schema::new_with_metadata(fields, meta)
+}
+
+/// Writes a store batch by batch.
+pub struct StoreWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: FileWriter<BufWriter<File>>,
+    schema: Arc<Schema>,
+    kind: Kind,
+    dim: usize,
+    batch_rows: usize,
+    values: Vec<f32>,
+    cols: Vec<Vec<u32>>,
+    rows: usize,
+}
+
+impl StoreWriter {
+    /// Starts a store at `path` with rows of `dim` values, flushed every `batch_rows` rows.
+    pub fn create(
+        path: &Path,
+        kind: Kind,
+        dim: usize,
+        batch_rows: usize,
+        meta: &HashMap<String, String>,
+    ) -> Result<Self> {
+        assert!(dim > 0 && batch_rows > 0);
+        let tmp = path.with_extension("arrow.partial");
+        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let schema = Arc::new(schema(kind, dim, meta));
+        let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+            .map_err(|e| Error::bad(&tmp, format!("cannot start Arrow file: {e}")))?;
+        Ok(StoreWriter {
+            path: path.to_path_buf(),
+            tmp,
+            writer,
+            schema,
+            kind,
+            dim,
+            batch_rows,
+            values: Vec::with_capacity(batch_rows * dim),
+            cols: vec![Vec::with_capacity(batch_rows); kind.columns().len()],
+            rows: 0,
+        })
+    }
+
+    /// Appends one row with its u32 columns (in [`Kind::columns`] order).
+    #[track_caller]
+    pub fn push(&mut self, row: &[f32], aux: &[u32]) -> Result<()> {
+        assert_eq!(row.len(), self.dim, "row width");
+        assert_eq!(aux.len(), self.cols.len(), "column count");
+        self.values.extend_from_slice(row);
+        for (c, v) in self.cols.iter_mut().zip(aux) {
+            c.push(*v);
+        }
+        self.rows += 1;
+        if self.cols[0].len() == self.batch_rows {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Appends every row of `rows`, the u32 columns given as one slice per column.
+    pub fn push_rows(&mut self, rows: ArrayView2<f32>, aux: &[&[u32]]) -> Result<()> {
+        let mut vals = vec![0u32; aux.len()];
+        for (i, r) in rows.axis_iter(Axis(0)).enumerate() {
+            for (v, c) in vals.iter_mut().zip(aux) {
+                *v = c[i];
+            }
+            match r.as_slice() {
+                Some(s) => self.push(s, &vals)?,
+                None => self.push(&r.to_vec(), &vals)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        let n = self.cols[0].len();
+        if n == 0 {
+            return Ok(());
+        }
+        let values = Float32Array::from(std::mem::take(&mut self.values));
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let list = FixedSizeListArray::try_new(item, self.dim as i32, Arc::new(values), None)
+            .map_err(|e| Error::bad(&self.tmp, e.to_string()))?;
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(list)];
+        for c in &mut self.cols {
+            arrays.push(Arc::new(UInt32Array::from(std::mem::take(c))));
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| Error::bad(&self.tmp, e.to_string()))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| Error::bad(&self.tmp, format!("write failed: {e}")))?;
+        self.values = Vec::with_capacity(self.batch_rows * self.dim);
+        self.cols = vec![Vec::with_capacity(self.batch_rows); self.kind.columns().len()];
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Writes the last batch and the footer, syncs, and moves the file into place.
+    pub fn finish(mut self) -> Result<usize> {
+        self.flush_batch()?;
+        self.writer
+            .finish()
+            .map_err(|e| Error::bad(&self.tmp, format!("write failed: {e}")))?;
+        let buf = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::bad(&self.tmp, format!("write failed: {e}")))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::bad(&self.tmp, format!("write failed: {}", e.error())))?;
+        file.sync_all().map_err(Error::io(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(Error::io(&self.path))?;
+        Ok(self.rows)
+    }
+}
+
+/// A store opened for reading through a memory map.
+pub struct Store {
+    path: PathBuf,
+    buffer: Buffer,
+    decoder: FileDecoder,
+    blocks: Vec<Block>,
+    /// First row of each batch, plus the total at the end.
+    starts: Vec<usize>,
+    dim: usize,
+    kind: Kind,
+    meta: HashMap<String, String>,
+}
+
+impl Store {
+    /// Opens the store at `path`, which must hold `kind` rows.
+    pub fn open(path: &Path, kind: Kind) -> Result<Store> {
+        let bad = |p: String| Error::bad(path, p);
+        let file = File::open(path).map_err(Error::io(path))?;
+        // SAFETY: stores are written once under a temporary name and renamed into place;
+        // nothing writes to a finished store while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
+        let len = map.len();
+        let buffer = Buffer::from(bytes::Bytes::from_owner(map));
+        if len < 16 || &buffer[..6] != b"ARROW1" {
+            return Err(bad("not an Arrow IPC file".into()));
+        }
+        let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("10 bytes");
+        let footer_len = read_footer_length(trailer)
+            .map_err(|e| bad(format!("truncated or damaged (no footer: {e})")))?;
+        if footer_len + 10 > len {
+            return Err(bad("truncated or damaged (footer too long)".into()));
+        }
+        let footer = arrow_ipc::root_as_footer(&buffer[len - 10 - footer_len..len - 10])
+            .map_err(|e| bad(format!("damaged footer: {e}")))?;
+        let fb_schema = footer.schema().ok_or_else(|| bad("no schema".into()))?;
+        let schema = arrow_ipc::convert::try_fb_to_schema(fb_schema)
+            .map_err(|e| bad(format!("unreadable schema: {e}")))?;
+        let meta: HashMap<String, String> = schema.metadata().clone().into_iter().collect();
+        match meta.get(KEY_KIND) {
+            Some(k) if k == kind.name() => {}
+            Some(k) => return Err(bad(format!("holds {k}, expected {}", kind.name()))),
+            None => return Err(bad("not an sae store (no sae.kind metadata)".into())),
+        }
+        match meta.get(KEY_VERSION) {
+            Some(v) if v == FORMAT_VERSION => {}
+            v => {
+                return Err(bad(format!(
+                    "incompatible store version {v:?}; this build reads version {FORMAT_VERSION}"
+                )))
+            }
+        }
+        let dim = match schema.fields().first().map(|f| f.data_type()) {
+            Some(DataType::FixedSizeList(item, d))
+                if *item.data_type() == DataType::Float32 && *d > 0 =>
+            {
+                *d as usize
+            }
+            _ => return Err(bad("first column is not FixedSizeList<Float32>".into())),
+        };
+        let names: Vec<&str> = schema.fields().iter().skip(1).map(|f| f.name().as_str()).collect();
+        if names != kind.columns() {
+            return Err(bad(format!("columns {names:?}, expected {:?}", kind.columns())));
+        }
+        let blocks: Vec<Block> = footer
+            .recordBatches()
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default();
+        let decoder = FileDecoder::new(Arc::new(schema), footer.version())
+            .with_require_alignment(true);
+        let mut store = Store {
+            path: path.to_path_buf(),
+            buffer,
+            decoder,
+            blocks,
+            starts: vec![0],
+            dim,
+            kind,
+            meta,
+        };
+        let mut total = 0;
+        for i in 0..store.blocks.len() {
+            let b = store.blocks[i];
+            let end = b.offset() as u128 + b.metaDataLength() as u128 + b.bodyLength() as u128;
+            if b.offset() < 0 || end > len as u128 {
+                return Err(bad(format!("batch {i} runs past the end (truncated)")));
+            }
+            total += store.batch(i)?.rows();
+            store.starts.push(total);
+        }
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Values per row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Total rows.
+    pub fn rows(&self) -> usize {
+        *self.starts.last().expect("starts has the total")
+    }
+
+    /// What the store holds.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Number of record batches.
+    pub fn batches(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// A metadata value written with the store.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).map(String::as_str)
+    }
+
+    /// Decodes batch `i` (zero-copy).
+    pub fn batch(&self, i: usize) -> Result<StoreBatch> {
+        let b = &self.blocks[i];
+        let len = b.metaDataLength() as usize + b.bodyLength() as usize;
+        let data = self.buffer.slice_with_length(b.offset() as usize, len);
+        let rb = self
+            .decoder
+            .read_record_batch(b, &data)
+            .map_err(|e| Error::bad(&self.path, format!("batch {i}: {e}")))?
+            .ok_or_else(|| Error::bad(&self.path, format!("batch {i} is empty")))?;
+        let list = rb.column(0).as_fixed_size_list();
+        if list.null_count() > 0 || list.values().null_count() > 0 {
+            return Err(Error::bad(&self.path, format!("batch {i} has null values")));
+        }
+        Ok(StoreBatch { rb, dim: self.dim })
+    }
+}
+
+/// One decoded batch of a [`Store`].
+pub struct StoreBatch {
+    rb: RecordBatch,
+    dim: usize,
+}
+
+impl StoreBatch {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rb.num_rows()
+    }
+
+    /// The rows, borrowed from the memory map.
+    pub fn values(&self) -> ArrayView2<'_, f32> {
+        let list = self.rb.column(0).as_fixed_size_list();
+        let vals = list.values().as_primitive::<Float32Type>().values();
+        let start = list.offset() * self.dim;
+        let n = list.len();
+        ArrayView2::from_shape((n, self.dim), &vals[start..start + n * self.dim])
+            .expect("shape matches length")
+    }
+
+    /// A u32 column by position in [`Kind::columns`].
+    pub fn column(&self, k: usize) -> &[u32] {
+        self.rb.column(k + 1).as_primitive::<UInt32Type>().values()
+    }
+}
+
+/// Row data the trainer can walk chunk by chunk: a store on disk or an array in memory.
+pub trait Rows: Sync {
+    /// Values per row.
+    fn dim(&self) -> usize;
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Calls `f` on consecutive views covering all rows in order.
+    fn for_each_chunk(&self, f: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>) -> Result<()>;
+}
+
+impl Rows for Store {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn rows(&self) -> usize {
+        Store::rows(self)
+    }
+    fn for_each_chunk(&self, f: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>) -> Result<()> {
+        for i in 0..self.batches() {
+            let b = self.batch(i)?;
+            f(b.values())?;
+        }
+        Ok(())
+    }
+}
+
+/// In-memory rows, split into chunks of a fixed number of rows.
+pub struct MemoryRows<'a> {
+    /// The rows.
+    pub data: ArrayView2<'a, f32>,
+    /// Rows per chunk.
+    pub chunk: usize,
+}
+
+impl Rows for MemoryRows<'_> {
+    fn dim(&self) -> usize {
+        self.data.ncols()
+    }
+    fn rows(&self) -> usize {
+        self.data.nrows()
+    }
+    fn for_each_chunk(&self, f: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>) -> Result<()> {
+        for c in self.data.axis_chunks_iter(Axis(0), self.chunk.max(1)) {
+            f(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an `n x d` matrix (with u32 columns) to a store in one call.
+pub fn write_all(
+    path: &Path,
+    kind: Kind,
+    rows: ArrayView2<f32>,
+    aux: &[&[u32]],
+    meta: &HashMap<String, String>,
+) -> Result<usize> {
+    let mut w = StoreWriter::create(path, kind, rows.ncols(), 65_536, meta)?;
+    w.push_rows(rows, aux)?;
+    w.finish()
+}
+
+/// Reads a whole feature store into memory: rows and labels.
+pub fn read_features(path: &Path) -> Result<(ndarray::Array2<f32>, Vec<u32>)> {
+    let s = Store::open(path, Kind::Features)?;
+    let mut x = ndarray::Array2::<f32>::zeros((s.rows(), s.dim()));
+    let mut y = Vec::with_capacity(s.rows());
+    for i in 0..s.batches() {
+        let b = s.batch(i)?;
+        let lo = s.starts[i];
+        x.slice_mut(ndarray::s![lo..lo + b.rows(), ..])
+            .assign(&b.values());
+        y.extend_from_slice(b.column(1));
+    }
+    Ok((x, y))
+}
+

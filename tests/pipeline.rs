@@ -1,0 +1,174 @@
+//! Stages chained on small synthetic data: features, and an end-to-end run.
+
+use ndarray::Array2;
+use sae::features::{Encoder, Mode};
+use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
+use sae::ingest::{Dataset, Format, OpenOptions};
+use sae::preprocess::Normaliser;
+use sae::sae::{encode, Architecture, Decoder, Network};
+
+use crate::util::tmp;
+
+fn small_net() -> Network {
+    let arch = Architecture::new(192, &[6], None, Decoder::Sigmoid).unwrap();
+    let theta = arch.init(4);
+    Network::from_theta(arch, &theta)
+}
+
+fn dataset(dir: &std::path::Path) -> Dataset {
+    let spec = SynthSpec {
+        layout: Layout::Cifar10,
+        train: 5,
+        test: 3,
+        unlabeled: 0,
+        seed: 2,
+    };
+    write_dataset(&spec, dir).unwrap();
+    Dataset::open(Format::Cifar10, dir, &OpenOptions::default()).unwrap()
+}
+
+#[test]
+fn pool_is_quadrant_sums_of_concat() {
+    let d = tmp();
+    let ds = dataset(d.path());
+    let norm = Normaliser::Ufldl { pstd: 0.3 };
+    let enc = Encoder::new(&small_net(), norm, 8);
+    for step in [1, 3, 4, 8, 24] {
+        let concat = enc.tile(&ds.train, 0, 5, step, Mode::Concat);
+        let pool = enc.tile(&ds.train, 0, 5, step, Mode::Pool);
+        let n = sae::patches::grid(32, 8, step).len();
+        let h = 6;
+        assert_eq!(concat.ncols(), n * n * h);
+        assert_eq!(pool.ncols(), 4 * h);
+        let half = n.div_ceil(2);
+        for i in 0..5 {
+            let mut want = Array2::<f32>::zeros((4, h));
+            for r in 0..n {
+                for c in 0..n {
+                    let q = usize::from(r >= half) * 2 + usize::from(c >= half);
+                    for k in 0..h {
+                        want[[q, k]] += concat[[i, (r * n + c) * h + k]];
+                    }
+                }
+            }
+            for (a, b) in want.iter().zip(pool.row(i)) {
+                assert!((a - b).abs() < 1e-4, "step {step}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tiled_encoding_equals_naive_per_patch() {
+    let d = tmp();
+    let ds = dataset(d.path());
+    let net = small_net();
+    let norm = Normaliser::Ufldl { pstd: 0.3 };
+    let enc = Encoder::new(&net, norm.clone(), 8);
+    let step = 4;
+    let feats = enc.tile(&ds.test, 0, 3, step, Mode::Concat);
+    let s = ds.test.shape();
+    let mut hwc = vec![0u8; s.pixels()];
+    let grid = sae::patches::grid(32, 8, step);
+    for i in 0..3 {
+        ds.test.read_hwc(i, &mut hwc);
+        let mut col = 0;
+        for &y in &grid {
+            for &x in &grid {
+                let mut p = Array2::<f32>::zeros((1, 192));
+                for c in 0..3 {
+                    for r in 0..8 {
+                        for q in 0..8 {
+                            p[[0, c * 64 + r * 8 + q]] =
+                                hwc[((y + r) * 32 + x + q) * 3 + c] as f32 / 255.0;
+                        }
+                    }
+                }
+                let code = encode(&net.encoder_layers(), norm.apply(p).view());
+                for k in 0..6 {
+                    assert!((code[[0, k]] - feats[[i, col]]).abs() < 1e-5);
+                    col += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn end_to_end_beats_chance_clearly() {
+    let d = tmp();
+    let cfg_text = format!(
+        r#"
+name = "e2e"
+out_dir = "{}"
+seed = 5
+[synth]
+layout = "cifar10"
+train = 600
+test = 300
+[data]
+format = "cifar10"
+[patches]
+count = 8000
+norm = "zca"
+[model]
+hidden = [32]
+decoder = "linear"
+rho = 0.035
+lambda = 3e-3
+beta = 3.0
+[train]
+max_iter = 60
+[features]
+steps = [4]
+modes = ["pool"]
+[classify]
+classifiers = ["lr"]
+raw_baseline = false
+"#,
+        d.path().display()
+    );
+    let cfg_path = d.path().join("e2e.toml");
+    std::fs::write(&cfg_path, cfg_text).unwrap();
+    let cfg = sae::config::Config::load(&cfg_path).unwrap();
+    let (dir, results) = sae::pipeline::run(&cfg).unwrap();
+    let acc = results[0].accuracy;
+    assert!(acc > 0.35, "accuracy {acc} is not clearly above chance (0.1)");
+    for f in ["model.sae", "loss.csv", "filters.png", "patches.png", "results.csv"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().starts_with("step4-pool,lr,"));
+    let loss = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    let first: f64 = loss.lines().nth(1).unwrap().split(',').nth(2).unwrap().parse().unwrap();
+    let last: f64 = loss.lines().last().unwrap().split(',').nth(2).unwrap().parse().unwrap();
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+    let m = sae::model::Model::load(&dir.join("model.sae")).unwrap();
+    assert_eq!(m.net.arch.sizes, vec![192, 32, 192]);
+}
+
+#[test]
+fn damaged_model_is_refused() {
+    let d = tmp();
+    let net = small_net();
+    let m = sae::model::Model {
+        header: sae::model::Header {
+            arch: net.arch.clone(),
+            norm: Normaliser::Ufldl { pstd: 0.3 },
+            patch: 8,
+            channels: 3,
+            loss: 1.0,
+        },
+        net,
+    };
+    let p = d.path().join("m.sae");
+    m.save(&p).unwrap();
+    let back = sae::model::Model::load(&p).unwrap();
+    assert_eq!(back.net.theta, m.net.theta);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 1;
+    std::fs::write(&p, &bytes).unwrap();
+    let e = sae::model::Model::load(&p).err().unwrap().to_string();
+    assert!(e.contains("checksum"), "{e}");
+}

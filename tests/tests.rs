@@ -1,0 +1,7 @@
+//! Integration tests: one binary, topic modules, shared helpers in `util`.
+
+mod cli;
+mod pipeline;
+mod readers;
+mod store;
+mod util;
