@@ -26,9 +26,11 @@ fn objective(c: &mut Criterion) {
         let arch = Architecture::new(192, &[h], None, Decoder::Sigmoid).unwrap();
         let theta = arch.init(1);
         let obj = Objective::new(&arch, pen, &rows);
-        g.bench_with_input(BenchmarkId::new("f32", format!("{m}x192x{h}")), &h, |b, _| {
-            b.iter(|| obj.eval::<f32>(&theta).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("f32", format!("{m}x192x{h}")),
+            &h,
+            |b, _| b.iter(|| obj.eval::<f32>(&theta).unwrap()),
+        );
     }
     g.finish();
 }

@@ -161,7 +161,10 @@ fn majority(votes: &[Vec<u32>], rows: usize, classes: usize) -> Vec<u32> {
             for v in votes {
                 counts[v[i] as usize] += 1;
             }
-            let best = counts.iter().enumerate().max_by_key(|&(j, &c)| (c, std::cmp::Reverse(j)));
+            let best = counts
+                .iter()
+                .enumerate()
+                .max_by_key(|&(j, &c)| (c, std::cmp::Reverse(j)));
             best.map_or(0, |(j, _)| j as u32)
         })
         .collect()
@@ -170,8 +173,12 @@ fn majority(votes: &[Vec<u32>], rows: usize, classes: usize) -> Vec<u32> {
 /// Accuracy and confusion matrix of predictions.
 pub fn score(pred: &[u32], truth: &[u32], classes: usize) -> Evaluation {
     assert_eq!(pred.len(), truth.len());
-    let k = classes
-        .max(pred.iter().chain(truth).max().map_or(0, |&m| m as usize + 1));
+    let k = classes.max(
+        pred.iter()
+            .chain(truth)
+            .max()
+            .map_or(0, |&m| m as usize + 1),
+    );
     let mut confusion = Array2::<u32>::zeros((k, k));
     let mut right = 0;
     for (&p, &t) in pred.iter().zip(truth) {
@@ -215,7 +222,8 @@ mod tests {
         let y: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
         let x = Array2::from_shape_fn((n, 4), |(i, j)| {
             let c = y[i] as f64;
-            (if j == (y[i] as usize) { 3.0 } else { 0.0 } + c * 0.1
+            (if j == (y[i] as usize) { 3.0 } else { 0.0 }
+                + c * 0.1
                 + crate::rng::normal(&mut r) * 0.5) as f32
         });
         (x, y)
@@ -248,7 +256,15 @@ mod tests {
         let (mut xtr, ytr) = blobs(30, 1);
         xtr[[3, 1]] = f32::NAN;
         let (xte, yte) = blobs(9, 2);
-        let r = evaluate(Classifier::Lr, &ClassifyParams::default(), &xtr, &ytr, &xte, &yte, 3);
+        let r = evaluate(
+            Classifier::Lr,
+            &ClassifyParams::default(),
+            &xtr,
+            &ytr,
+            &xte,
+            &yte,
+            3,
+        );
         assert!(r.is_err());
     }
 }

@@ -78,7 +78,14 @@ impl Encoder {
     }
 
     /// Features of images `lo..hi` of `set`, one row per image.
-    pub fn tile(&self, set: &ImageSet, lo: usize, hi: usize, step: usize, mode: Mode) -> Array2<f32> {
+    pub fn tile(
+        &self,
+        set: &ImageSet,
+        lo: usize,
+        hi: usize,
+        step: usize,
+        mode: Mode,
+    ) -> Array2<f32> {
         let s = set.shape();
         let p = self.patch;
         let rows = grid(s.height, p, step);
@@ -168,7 +175,10 @@ impl Encoder {
                 }
                 for (k, i) in (lo..hi).enumerate() {
                     let row = f.row(k);
-                    w.push(row.as_slice().expect("contiguous"), &[i as u32, labels[i].into()])?;
+                    w.push(
+                        row.as_slice().expect("contiguous"),
+                        &[i as u32, labels[i].into()],
+                    )?;
                 }
                 prog.inc(hi - lo);
             }
@@ -189,12 +199,12 @@ pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
     let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), 4096, &meta)?;
     let mut hwc = vec![0u8; s.pixels()];
     let mut row = vec![0f32; s.pixels()];
-    for i in 0..set.len() {
+    for (i, &label) in labels.iter().enumerate() {
         set.read_hwc(i, &mut hwc);
         row.iter_mut()
             .zip(&hwc)
             .for_each(|(r, &v)| *r = f32::from(v) / 255.0);
-        w.push(&row, &[i as u32, labels[i].into()])?;
+        w.push(&row, &[i as u32, label.into()])?;
     }
     w.finish()
 }

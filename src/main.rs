@@ -14,7 +14,11 @@ use sae::model::Model;
 use sae::store::{Kind, Store};
 
 #[derive(Parser)]
-#[command(name = "sae", version, about = "Sparse-autoencoder image features, out of core")]
+#[command(
+    name = "sae",
+    version,
+    about = "Sparse-autoencoder image features, out of core"
+)]
 struct Args {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]

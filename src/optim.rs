@@ -270,7 +270,11 @@ fn line_search(
             break;
         }
         if evals >= max_evals {
-            return Ok(finish(best, evals, "no bracket found within the evaluation limit"));
+            return Ok(finish(
+                best,
+                evals,
+                "no bracket found within the evaluation limit",
+            ));
         }
         prev = cur;
         t *= 4.0;
@@ -368,11 +372,15 @@ mod tests {
     fn minimises_a_quadratic_exactly() {
         let c = [1.0, 10.0, 100.0, 3.0];
         let mut fg = |x: &[f64]| -> Result<(f64, Vec<f64>)> {
-            let f = x.iter().zip(&c).map(|(v, c)| 0.5 * c * (v - 1.0).powi(2)).sum();
+            let f = x
+                .iter()
+                .zip(&c)
+                .map(|(v, c)| 0.5 * c * (v - 1.0).powi(2))
+                .sum();
             Ok((f, x.iter().zip(&c).map(|(v, c)| c * (v - 1.0)).collect()))
         };
-        let (st, _) = minimize(vec![0.0; 4], &LbfgsParams::default(), &mut fg, &mut |_| {})
-            .unwrap();
+        let (st, _) =
+            minimize(vec![0.0; 4], &LbfgsParams::default(), &mut fg, &mut |_| {}).unwrap();
         assert!(st.x.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 

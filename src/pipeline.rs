@@ -177,7 +177,11 @@ pub fn train(
     if store.dim() != arch.visible() {
         return Err(Error::bad(
             store.path(),
-            format!("rows have {} values, the network {}", store.dim(), arch.visible()),
+            format!(
+                "rows have {} values, the network {}",
+                store.dim(),
+                arch.visible()
+            ),
         ));
     }
     let obj = Objective::new(&arch, penalty, store);
@@ -200,7 +204,7 @@ pub fn train(
         ) {
             io_err.get_or_insert(e);
         }
-        if it.iter % if tty { 1 } else { 10 } == 0 || it.iter == lbfgs.max_iter {
+        if it.iter.is_multiple_of(if tty { 1 } else { 10 }) || it.iter == lbfgs.max_iter {
             say(format!(
                 "train: iter {:4}/{}  loss {:.6}  max|g| {:.2e}  evals {}  {:.2} s/iter",
                 it.iter,
@@ -288,7 +292,8 @@ fn classify_set(
             secs
         ));
         write_confusion(
-            &dir.join("confusion").join(format!("{name}-{}.csv", c.name())),
+            &dir.join("confusion")
+                .join(format!("{name}-{}.csv", c.name())),
             &e,
             classes,
         )?;
@@ -399,7 +404,13 @@ pub fn run(cfg: &Config) -> Result<(PathBuf, Vec<ResultRow>)> {
         for &mode in &cfg.features.modes {
             let name = format!("step{step}-{}", mode.name());
             for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
-                enc.write_features(set, step, mode, &feat(&name, split), &format!("encode {name} {split}"))?;
+                enc.write_features(
+                    set,
+                    step,
+                    mode,
+                    &feat(&name, split),
+                    &format!("encode {name} {split}"),
+                )?;
             }
             results.extend(classify_set(
                 cfg,

@@ -124,13 +124,15 @@ impl Fitter {
     /// The fitted normaliser.
     pub fn finish(self) -> Result<Normaliser> {
         if self.n == 0.0 {
-            return Err(Error::Numeric("no patches to fit the normalisation on".into()));
+            return Err(Error::Numeric(
+                "no patches to fit the normalisation on".into(),
+            ));
         }
         match self.spec {
             NormSpec::Ufldl => {
                 let mean = self.sum / self.n;
                 let std = (self.sumsq / self.n - mean * mean).max(0.0).sqrt();
-                if !(std > 0.0) {
+                if std.is_nan() || std <= 0.0 {
                     return Err(Error::Numeric(
                         "patches have no contrast (all flat): cannot scale".into(),
                     ));
@@ -154,7 +156,9 @@ impl Fitter {
                     }
                 }
                 if cov.iter().any(|v| !v.is_finite()) {
-                    return Err(Error::Numeric("covariance is not finite (NaN in data?)".into()));
+                    return Err(Error::Numeric(
+                        "covariance is not finite (NaN in data?)".into(),
+                    ));
                 }
                 let (vals, vecs) = symmetric_eigen(cov);
                 let scale = vals.mapv(|l| 1.0 / (l.max(0.0) + zca_eps).sqrt());
@@ -208,7 +212,14 @@ impl Normaliser {
         match self {
             Normaliser::Ufldl { pstd } => format!("ufldl (3σ = {pstd:.4})"),
             Normaliser::Zca { contrast, .. } => {
-                format!("zca{}", if *contrast { " with contrast normalisation" } else { "" })
+                format!(
+                    "zca{}",
+                    if *contrast {
+                        " with contrast normalisation"
+                    } else {
+                        ""
+                    }
+                )
             }
         }
     }
@@ -311,7 +322,11 @@ mod tests {
         for i in 0..6 {
             for j in 0..6 {
                 let want = if i == j { 1.0 } else { 0.0 };
-                assert!((cov[[i, j]] - want).abs() < 1e-2, "cov[{i},{j}] = {}", cov[[i, j]]);
+                assert!(
+                    (cov[[i, j]] - want).abs() < 1e-2,
+                    "cov[{i},{j}] = {}",
+                    cov[[i, j]]
+                );
             }
         }
     }

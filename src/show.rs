@@ -27,7 +27,9 @@ pub fn grid_png(tiles: ArrayView2<f32>, p: usize, channels: usize, path: &Path) 
     for (k, t) in tiles.rows().into_iter().enumerate() {
         let (lo, hi) = t
             .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
         let span = if hi > lo { hi - lo } else { 1.0 };
         let (ox, oy) = ((k % cols) * cell + 1, (k / cols) * cell + 1);
         for r in 0..p {

@@ -260,16 +260,24 @@ impl Store {
             }
             _ => return Err(bad("first column is not FixedSizeList<Float32>".into())),
         };
-        let names: Vec<&str> = schema.fields().iter().skip(1).map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = schema
+            .fields()
+            .iter()
+            .skip(1)
+            .map(|f| f.name().as_str())
+            .collect();
         if names != kind.columns() {
-            return Err(bad(format!("columns {names:?}, expected {:?}", kind.columns())));
+            return Err(bad(format!(
+                "columns {names:?}, expected {:?}",
+                kind.columns()
+            )));
         }
         let blocks: Vec<Block> = footer
             .recordBatches()
             .map(|b| b.iter().copied().collect())
             .unwrap_or_default();
-        let decoder = FileDecoder::new(Arc::new(schema), footer.version())
-            .with_require_alignment(true);
+        let decoder =
+            FileDecoder::new(Arc::new(schema), footer.version()).with_require_alignment(true);
         let mut store = Store {
             path: path.to_path_buf(),
             buffer,
@@ -445,4 +453,3 @@ pub fn read_features(path: &Path) -> Result<(ndarray::Array2<f32>, Vec<u32>)> {
     }
     Ok((x, y))
 }
-

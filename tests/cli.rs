@@ -20,13 +20,18 @@ fn gradcheck_prints_max_relative_error_last() {
 fn synth_then_info() {
     let d = tmp();
     let (ok, _, err) = run_bin(
-        &["synth", "--out", "s", "--format", "stl10", "--train", "3", "--test", "2"],
+        &[
+            "synth", "--out", "s", "--format", "stl10", "--train", "3", "--test", "2",
+        ],
         d.path(),
     );
     assert!(ok, "{err}");
     let (ok, out, err) = run_bin(&["info", "--format", "stl10", "s"], d.path());
     assert!(ok, "{err}");
-    assert!(out.contains("train") && out.contains("96x96x3") && out.contains("cwh"), "{out}");
+    assert!(
+        out.contains("train") && out.contains("96x96x3") && out.contains("cwh"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -40,7 +45,11 @@ fn bad_config_names_the_key() {
     let (ok, _, err) = run_bin(&["run", "c.toml"], d.path());
     assert!(!ok);
     assert!(err.contains("model.rho"), "{err}");
-    std::fs::write(d.path().join("c.toml"), "name = \"x\"\n[model]\nhiden = [3]\n").unwrap();
+    std::fs::write(
+        d.path().join("c.toml"),
+        "name = \"x\"\n[model]\nhiden = [3]\n",
+    )
+    .unwrap();
     let (ok, _, err) = run_bin(&["run", "c.toml"], d.path());
     assert!(!ok && err.contains("hiden"), "{err}");
     let (ok, _, err) = run_bin(&["info", "--format", "cifar10", "missing"], d.path());

@@ -133,15 +133,40 @@ raw_baseline = false
     let cfg = sae::config::Config::load(&cfg_path).unwrap();
     let (dir, results) = sae::pipeline::run(&cfg).unwrap();
     let acc = results[0].accuracy;
-    assert!(acc > 0.35, "accuracy {acc} is not clearly above chance (0.1)");
-    for f in ["model.sae", "loss.csv", "filters.png", "patches.png", "results.csv"] {
+    assert!(
+        acc > 0.35,
+        "accuracy {acc} is not clearly above chance (0.1)"
+    );
+    for f in [
+        "model.sae",
+        "loss.csv",
+        "filters.png",
+        "patches.png",
+        "results.csv",
+    ] {
         assert!(dir.join(f).exists(), "{f}");
     }
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
     assert!(csv.lines().nth(1).unwrap().starts_with("step4-pool,lr,"));
     let loss = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
-    let first: f64 = loss.lines().nth(1).unwrap().split(',').nth(2).unwrap().parse().unwrap();
-    let last: f64 = loss.lines().last().unwrap().split(',').nth(2).unwrap().parse().unwrap();
+    let first: f64 = loss
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last: f64 = loss
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(last < 0.5 * first, "loss {first} -> {last}");
     let m = sae::model::Model::load(&dir.join("model.sae")).unwrap();
     assert_eq!(m.net.arch.sizes, vec![192, 32, 192]);

@@ -35,12 +35,7 @@ fn cifar_layout_round_trip() {
     assert_eq!(ds.unlabeled.len(), 23);
     assert_eq!(ds.classes.len(), 10);
     // Image 12 lies in the third batch file; its pixels must equal the generator's.
-    let want = sae::ingest::synth::image(
-        ds.train.labels().unwrap()[12] as usize,
-        32,
-        3,
-        12,
-    );
+    let want = sae::ingest::synth::image(ds.train.labels().unwrap()[12] as usize, 32, 3, 12);
     let mut got = vec![0u8; 32 * 32 * 3];
     ds.train.read_hwc(12, &mut got);
     assert_eq!(got, want);
@@ -51,7 +46,10 @@ fn stl_layout_round_trip_and_fallback() {
     let d = tmp();
     synth(Layout::Stl10, d.path(), 5, 4, 6);
     let ds = Dataset::open(Format::Stl10, d.path(), &OpenOptions::default()).unwrap();
-    assert_eq!((ds.train.len(), ds.test.len(), ds.unlabeled.len()), (5, 4, 6));
+    assert_eq!(
+        (ds.train.len(), ds.test.len(), ds.unlabeled.len()),
+        (5, 4, 6)
+    );
     let l = ds.test.labels().unwrap()[2] as usize;
     let want = sae::ingest::synth::image(l, 96, 3, 5 + 2);
     let mut got = vec![0u8; 96 * 96 * 3];
@@ -71,14 +69,20 @@ fn cifar_corrupt_files_are_named() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
     let e = err_of(Format::Cifar10, d.path());
-    assert!(e.contains("data_batch_2.bin") && e.contains("multiple"), "{e}");
+    assert!(
+        e.contains("data_batch_2.bin") && e.contains("multiple"),
+        "{e}"
+    );
 
     std::fs::write(&f, &bytes).unwrap();
     let mut bad = bytes.clone();
     bad[3073] = 12;
     std::fs::write(&f, &bad).unwrap();
     let e = err_of(Format::Cifar10, d.path());
-    assert!(e.contains("data_batch_2.bin") && e.contains("label 12"), "{e}");
+    assert!(
+        e.contains("data_batch_2.bin") && e.contains("label 12"),
+        "{e}"
+    );
 
     std::fs::write(&f, b"").unwrap();
     let e = err_of(Format::Cifar10, d.path());
@@ -145,9 +149,18 @@ fn pickles_of_every_protocol() {
 
 #[test]
 fn bad_pickles_are_named() {
-    let e = pickle::open_file(&fixture("pickle/p4_float.pk"), None).err().unwrap().to_string();
-    assert!(e.contains("p4_float.pk") && e.contains("float32") || e.contains("f4"), "{e}");
-    let e = pickle::open_file(&fixture("pickle/p4_no_x.pk"), None).err().unwrap().to_string();
+    let e = pickle::open_file(&fixture("pickle/p4_float.pk"), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("p4_float.pk") && e.contains("float32") || e.contains("f4"),
+        "{e}"
+    );
+    let e = pickle::open_file(&fixture("pickle/p4_no_x.pk"), None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("no `X`"), "{e}");
     let d = tmp();
     let bytes = std::fs::read(fixture("pickle/p4_nhwc.pk")).unwrap();
@@ -187,7 +200,7 @@ fn python2_pickle(n: usize, data: &[u8], labels: &[u8]) -> Vec<u8> {
         p.extend_from_slice(&[b'K', 0, b'K', 1, 0x87, b'R']);
         p.extend_from_slice(&[b'(', b'K', 3]);
         sbs(p, b"|");
-        p.extend_from_slice(&[b'N', b'N', b'N', b'J']);
+        p.extend_from_slice(b"NNNJ");
         p.extend_from_slice(&(-1i32).to_le_bytes());
         p.push(b'J');
         p.extend_from_slice(&(-1i32).to_le_bytes());
@@ -195,13 +208,13 @@ fn python2_pickle(n: usize, data: &[u8], labels: &[u8]) -> Vec<u8> {
         p.push(b'T');
         p.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         p.extend_from_slice(bytes);
-        p.extend_from_slice(&[b't', b'b']);
+        p.extend_from_slice(b"tb");
     };
     sbs(&mut p, b"X");
     array(&mut p, &[n, data.len() / n], "u1", data);
     sbs(&mut p, b"y");
     array(&mut p, &[n], "u1", labels);
-    p.extend_from_slice(&[b'u', b'.']);
+    p.extend_from_slice(b"u.");
     p
 }
 
@@ -226,7 +239,11 @@ fn python2_pickles_and_pickle_folders() {
     check_fixture_pixels(&ds.train);
     assert_eq!(ds.train.labels().unwrap(), &[0, 3, 9, 3]);
     assert_eq!(ds.unlabeled.len(), 8, "X1.pk and X2.pk are joined");
-    assert!(ds.notes.iter().any(|n| n.contains("detected")), "{:?}", ds.notes);
+    assert!(
+        ds.notes.iter().any(|n| n.contains("detected")),
+        "{:?}",
+        ds.notes
+    );
 }
 
 #[test]

@@ -10,7 +10,9 @@ use sae::store::{write_all, Kind, MemoryRows, Rows, Store, StoreWriter};
 use crate::util::tmp;
 
 fn rows(n: usize, d: usize) -> Array2<f32> {
-    Array2::from_shape_fn((n, d), |(i, j)| ((i * 31 + j * 7) % 97) as f32 / 97.0 * 0.8 + 0.1)
+    Array2::from_shape_fn((n, d), |(i, j)| {
+        ((i * 31 + j * 7) % 97) as f32 / 97.0 * 0.8 + 0.1
+    })
 }
 
 #[test]
@@ -59,8 +61,12 @@ fn streamed_objective_equals_in_memory() {
         rho: 0.05,
     };
     let theta = arch.init(9);
-    let (la, ga) = Objective::new(&arch, pen, &store).eval::<f64>(&theta).unwrap();
-    let (lb, gb) = Objective::new(&arch, pen, &mem).eval::<f64>(&theta).unwrap();
+    let (la, ga) = Objective::new(&arch, pen, &store)
+        .eval::<f64>(&theta)
+        .unwrap();
+    let (lb, gb) = Objective::new(&arch, pen, &mem)
+        .eval::<f64>(&theta)
+        .unwrap();
     assert!((la.total - lb.total).abs() <= 1e-12 * lb.total);
     for (a, b) in ga.iter().zip(&gb) {
         assert!((a - b).abs() <= 1e-10 * (b.abs() + 1e-8));
@@ -76,7 +82,10 @@ fn damaged_or_foreign_stores_are_refused() {
     let ids: Vec<u32> = (0..100).collect();
     write_all(&p, Kind::Features, x.view(), &[&ids, &ids], &HashMap::new()).unwrap();
     let e = Store::open(&p, Kind::Patches).err().unwrap().to_string();
-    assert!(e.contains("s.arrow") && e.contains("expected patches"), "{e}");
+    assert!(
+        e.contains("s.arrow") && e.contains("expected patches"),
+        "{e}"
+    );
     let bytes = std::fs::read(&p).unwrap();
     let cut = d.path().join("cut.arrow");
     std::fs::write(&cut, &bytes[..bytes.len() - 50]).unwrap();

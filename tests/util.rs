@@ -42,7 +42,9 @@ pub fn shared_data(name: &str) -> Option<PathBuf> {
 
 /// Committed test fixtures.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// Pixel (i, y, x, c) of the pickle fixtures.

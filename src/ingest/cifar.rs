@@ -47,13 +47,7 @@ pub fn open_batches(name: &Path, files: &[PathBuf]) -> Result<ImageSet> {
         }
         parts.push(Part::new(src, 1, RECORD, n));
     }
-    ImageSet::new(
-        name,
-        parts,
-        Shape::rgb(SIDE),
-        PixelOrder::Chw,
-        Some(labels),
-    )
+    ImageSet::new(name, parts, Shape::rgb(SIDE), PixelOrder::Chw, Some(labels))
 }
 
 /// The training batch files in `dir`, in numeric order.
@@ -85,7 +79,7 @@ pub fn open(dir: &Path) -> Result<Dataset> {
         return Err(Error::bad(&test_file, "missing"));
     }
     let train = open_batches(&train_files[0], &train_files)?;
-    let test = open_batches(&test_file, &[test_file.clone()])?;
+    let test = open_batches(&test_file, std::slice::from_ref(&test_file))?;
     let classes =
         class_names(&dir.join("batches.meta.txt"))?.unwrap_or_else(|| numbered_classes(10));
     if classes.len() < 10 {
@@ -99,6 +93,9 @@ pub fn open(dir: &Path) -> Result<Dataset> {
         train,
         test,
         classes,
-        notes: vec![format!("CIFAR-10: {} training batch file(s)", train_files.len())],
+        notes: vec![format!(
+            "CIFAR-10: {} training batch file(s)",
+            train_files.len()
+        )],
     })
 }

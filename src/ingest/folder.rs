@@ -84,10 +84,15 @@ fn labelled_files(split: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u8)>
         if !d.is_dir() {
             continue;
         }
-        let name = d.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let k = classes.iter().position(|c| *c == name).ok_or_else(|| {
-            Error::bad(&d, "class folder that the training set does not have")
-        })?;
+        let name = d
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let k = classes
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| Error::bad(&d, "class folder that the training set does not have"))?;
         let mut imgs = Vec::new();
         walk(&d, &mut imgs)?;
         files.extend(imgs.into_iter().map(|p| (p, k as u8)));
@@ -107,7 +112,12 @@ pub fn open(dir: &Path) -> Result<Dataset> {
     let classes: Vec<String> = sorted_entries(&train_dir)?
         .into_iter()
         .filter(|p| p.is_dir())
-        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     if classes.is_empty() {
         return Err(Error::bad(&train_dir, "no class subfolders"));

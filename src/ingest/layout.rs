@@ -62,9 +62,7 @@ impl std::str::FromStr for PixelOrder {
         PixelOrder::ALL
             .into_iter()
             .find(|o| o.name() == s)
-            .ok_or_else(|| {
-                crate::Error::config("data.pixel_order", format!("unknown order {s:?}"))
-            })
+            .ok_or_else(|| crate::Error::config("data.pixel_order", format!("unknown order {s:?}")))
     }
 }
 
@@ -134,8 +132,7 @@ mod tests {
         for y in 0..s.height {
             for x in 0..s.width {
                 for c in 0..s.channels {
-                    v[(y * s.width + x) * s.channels + c] =
-                        ((y * 7 + x * 3 + c * 40) % 256) as u8;
+                    v[(y * s.width + x) * s.channels + c] = ((y * 7 + x * 3 + c * 40) % 256) as u8;
                 }
             }
         }

@@ -124,7 +124,10 @@ impl ImageSet {
         for p in &parts {
             let need = p.offset + p.len.saturating_sub(1) * p.stride + shape.pixels();
             if p.stride < shape.pixels() || (p.len > 0 && need > p.source.bytes().len()) {
-                return Err(Error::bad(&name, "image records run past the end of the data"));
+                return Err(Error::bad(
+                    &name,
+                    "image records run past the end of the data",
+                ));
             }
             starts.push(n);
             n += p.len;

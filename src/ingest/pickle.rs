@@ -185,10 +185,8 @@ impl<'a> Machine<'a> {
                     Some(Value::Str(s)) => s,
                     _ => return Err(self.err("_codecs.encode without a string")),
                 };
-                let bytes: Option<Vec<u8>> = s
-                    .chars()
-                    .map(|c| u8::try_from(u32::from(c)).ok())
-                    .collect();
+                let bytes: Option<Vec<u8>> =
+                    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
                 let bytes = bytes.ok_or_else(|| self.err("latin-1 string out of range"))?;
                 Ok(Value::Bytes(Blob::Owned(Rc::new(bytes))))
             }
@@ -327,11 +325,10 @@ impl<'a> Machine<'a> {
                         .strip_prefix('\'')
                         .and_then(|s| s.strip_suffix('\''))
                         .filter(|s| !s.contains('\\'))
-                        .ok_or_else(|| {
-                            self.err("escaped protocol-0 strings are not supported")
-                        })?;
-                    self.stack
-                        .push(Value::Bytes(Blob::Owned(Rc::new(inner.as_bytes().to_vec()))));
+                        .ok_or_else(|| self.err("escaped protocol-0 strings are not supported"))?;
+                    self.stack.push(Value::Bytes(Blob::Owned(Rc::new(
+                        inner.as_bytes().to_vec(),
+                    ))));
                 }
                 0x98 => {}
                 0x97 => return Err(self.err("out-of-band buffers (NEXT_BUFFER) are not supported")),
@@ -469,9 +466,7 @@ impl<'a> Machine<'a> {
                     let v = self.memo_get(k)?;
                     self.stack.push(v);
                 }
-                other => {
-                    return Err(self.err(format!("unsupported pickle opcode 0x{other:02x}")))
-                }
+                other => return Err(self.err(format!("unsupported pickle opcode 0x{other:02x}"))),
             }
         }
     }
@@ -487,7 +482,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("odd number of dict items"));
         }
         match self.top()? {
@@ -600,7 +595,8 @@ pub fn as_array(v: &Value, buf: &[u8]) -> Option<std::result::Result<NdArray, St
             }
             let data = match &st[3] {
                 Value::Bytes(b) => b.clone(),
-                Value::Str(s) => match s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect() {
+                Value::Str(s) => match s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+                {
                     Some(b) => Blob::Owned(Rc::new(b)),
                     None => return Some(Err("array data string is not latin-1".into())),
                 },
@@ -625,8 +621,7 @@ pub fn as_array(v: &Value, buf: &[u8]) -> Option<std::result::Result<NdArray, St
             let Some(shape) = int_list(shape) else {
                 return Some(Err("numpy array shape is not a tuple of ints".into()));
             };
-            if o.args.get(3).and_then(|v| text(v, buf)).as_deref() == Some("F") && shape.len() > 1
-            {
+            if o.args.get(3).and_then(|v| text(v, buf)).as_deref() == Some("F") && shape.len() > 1 {
                 return Some(Err(
                     "Fortran-ordered arrays are not supported (save np.ascontiguousarray(x))"
                         .into(),
@@ -680,7 +675,10 @@ fn labels_of(path: &Path, v: &Value, buf: &[u8]) -> Result<Vec<i64>> {
         None => return Err(Error::bad(path, "labels `y` are not a numpy array or list")),
     };
     let (size, signed) = int_dtype(&a.dtype).ok_or_else(|| {
-        Error::bad(path, format!("labels have dtype {}; expected integers", a.dtype))
+        Error::bad(
+            path,
+            format!("labels have dtype {}; expected integers", a.dtype),
+        )
     })?;
     let n: usize = a.shape.iter().product();
     if a.shape.iter().filter(|&&d| d != 1).count() > 1 {
@@ -767,7 +765,10 @@ pub fn open_file(path: &Path, order: Option<PixelOrder>) -> Result<PickledSet> {
     };
     let (order, note) = match (order, fixed) {
         (Some(o), _) => (o, format!("pixel order {} (from config)", o.name())),
-        (None, Some(o)) => (o, format!("pixel order {} (from the array shape)", o.name())),
+        (None, Some(o)) => (
+            o,
+            format!("pixel order {} (from the array shape)", o.name()),
+        ),
         (None, None) => {
             let k = n.min(64);
             let recs: Vec<&[u8]> = (0..k)
@@ -812,9 +813,8 @@ fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<u8>> {
     l.iter()
         .enumerate()
         .map(|(i, &v)| {
-            u8::try_from(v - shift).map_err(|_| {
-                Error::bad(path, format!("label {v} of image {i} is out of range"))
-            })
+            u8::try_from(v - shift)
+                .map_err(|_| Error::bad(path, format!("label {v} of image {i} is out of range")))
         })
         .collect()
 }
@@ -931,7 +931,10 @@ fn concat(dir: &Path, sets: Vec<ImageSet>) -> Result<ImageSet> {
     let mut parts = Vec::new();
     for s in sets {
         if s.shape() != shape {
-            return Err(Error::bad(s.name(), "image shape differs from the other parts"));
+            return Err(Error::bad(
+                s.name(),
+                "image shape differs from the other parts",
+            ));
         }
         parts.extend(s.parts);
     }

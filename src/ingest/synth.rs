@@ -94,7 +94,8 @@ pub fn image(label: usize, side: usize, seed: u64, index: u64) -> Vec<u8> {
     let cx = uniform(&mut r, 0.25, 0.75) * s;
     let sig = uniform(&mut r, 0.2, 0.4) * s;
     let amp = uniform(&mut r, 25.0, 60.0);
-    let col: [f64; 3] = std::array::from_fn(|c| PALETTE[label][c] * 0.7 + uniform(&mut r, 0.0, 0.3));
+    let col: [f64; 3] =
+        std::array::from_fn(|c| PALETTE[label][c] * 0.7 + uniform(&mut r, 0.0, 0.3));
     let (ct, st) = (theta.cos(), theta.sin());
     for p in 0..n {
         let (y, x) = ((p / side) as f64, (p % side) as f64);
@@ -196,7 +197,10 @@ fn emit(
 /// Writes the synthetic dataset into `out`.
 pub fn write_dataset(spec: &SynthSpec, out: &Path) -> Result<()> {
     if spec.train == 0 || spec.test == 0 {
-        return Err(Error::config("synth", "train and test need at least one image"));
+        return Err(Error::config(
+            "synth",
+            "train and test need at least one image",
+        ));
     }
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
     let side = spec.layout.side();
@@ -218,8 +222,17 @@ pub fn write_dataset(spec: &SynthSpec, out: &Path) -> Result<()> {
                 let path = out.join(format!("data_batch_{}.bin", b + 1));
                 emit(spec, &path, lo as u64, n, cifar)?;
             }
-            emit(spec, &out.join("test_batch.bin"), test_first, spec.test, cifar)?;
-            write(&out.join("batches.meta.txt"), (names.join("\n") + "\n").as_bytes())?;
+            emit(
+                spec,
+                &out.join("test_batch.bin"),
+                test_first,
+                spec.test,
+                cifar,
+            )?;
+            write(
+                &out.join("batches.meta.txt"),
+                (names.join("\n") + "\n").as_bytes(),
+            )?;
         }
         Layout::Stl10 => {
             let stl = |_: u8, img: &[u8], out: &mut Vec<u8>| planar(img, side, true, out);
@@ -237,7 +250,10 @@ pub fn write_dataset(spec: &SynthSpec, out: &Path) -> Result<()> {
                     write(&out.join(format!("{stem}_y.bin")), &ys)?;
                 }
             }
-            write(&out.join("class_names.txt"), (names.join("\n") + "\n").as_bytes())?;
+            write(
+                &out.join("class_names.txt"),
+                (names.join("\n") + "\n").as_bytes(),
+            )?;
         }
     }
     Ok(())

@@ -61,7 +61,11 @@ struct Partial {
 impl<'a> Objective<'a> {
     /// The objective of `arch` with `penalty` on the rows of `data`.
     pub fn new(arch: &'a Architecture, penalty: Penalty, data: &'a dyn Rows) -> Self {
-        assert_eq!(data.dim(), arch.visible(), "data width must match the network");
+        assert_eq!(
+            data.dim(),
+            arch.visible(),
+            "data width must match the network"
+        );
         Objective {
             arch,
             penalty,
@@ -271,13 +275,17 @@ mod tests {
             data: x.view(),
             chunk: 5000,
         };
-        let (l1, g1) = Objective::new(&arch, pen, &one).eval::<f64>(&theta).unwrap();
+        let (l1, g1) = Objective::new(&arch, pen, &one)
+            .eval::<f64>(&theta)
+            .unwrap();
         for chunk in [1, 7, 999, 4096] {
             let many = MemoryRows {
                 data: x.view(),
                 chunk,
             };
-            let (l2, g2) = Objective::new(&arch, pen, &many).eval::<f64>(&theta).unwrap();
+            let (l2, g2) = Objective::new(&arch, pen, &many)
+                .eval::<f64>(&theta)
+                .unwrap();
             assert!((l1.total - l2.total).abs() <= 1e-12 * l1.total.abs());
             for (a, b) in g1.iter().zip(&g2) {
                 assert!((a - b).abs() <= 1e-10 * (a.abs() + 1e-6), "{a} vs {b}");
