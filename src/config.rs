@@ -214,10 +214,32 @@ impl ModelConfig {
     }
 }
 
+/// Which optimiser trains the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// Full-batch L-BFGS (the study's).
+    Lbfgs,
+    /// Mini-batch SGD with momentum.
+    Sgd,
+    /// Mini-batch Adam.
+    Adam,
+}
+
 /// Optimiser settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// Optimiser.
+    pub optimizer: Optimizer,
+    /// Mini-batch step size.
+    pub learning_rate: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Rows per mini-batch step.
+    pub batch_size: usize,
+    /// Mini-batch passes over the store.
+    pub epochs: usize,
     /// L-BFGS iterations.
     pub max_iter: usize,
     /// L-BFGS history pairs.
@@ -233,6 +255,11 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            optimizer: Optimizer::Lbfgs,
+            learning_rate: 1e-3,
+            momentum: 0.9,
+            batch_size: 1024,
+            epochs: 5,
             max_iter: 400,
             memory: 10,
             gtol: 1e-9,
@@ -243,6 +270,29 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Mini-batch parameters, unless the optimiser is L-BFGS.
+    pub fn minibatch(&self) -> Option<crate::minibatch::MinibatchParams> {
+        use crate::minibatch::{Method, MinibatchParams};
+        let method = match self.optimizer {
+            Optimizer::Lbfgs => return None,
+            Optimizer::Sgd => Method::Sgd {
+                lr: self.learning_rate,
+                momentum: self.momentum,
+            },
+            Optimizer::Adam => Method::Adam {
+                lr: self.learning_rate,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+        };
+        Some(MinibatchParams {
+            method,
+            batch: self.batch_size,
+            epochs: self.epochs,
+        })
+    }
+
     /// L-BFGS parameters.
     pub fn lbfgs(&self) -> LbfgsParams {
         LbfgsParams {
@@ -365,6 +415,15 @@ impl Config {
             return bad(
                 "model.decoder",
                 "a sigmoid decoder cannot reconstruct whitened patches; use \"linear\"",
+            );
+        }
+        if !(self.train.learning_rate > 0.0 && self.train.learning_rate.is_finite()) {
+            return bad("train.learning_rate", "must be positive");
+        }
+        if self.train.batch_size == 0 || self.train.epochs == 0 {
+            return bad(
+                "train.batch_size",
+                "batch_size and epochs must be at least 1",
             );
         }
         if self.train.memory == 0 || self.train.chunk == 0 {

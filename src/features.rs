@@ -166,6 +166,7 @@ impl Encoder {
                 .par_iter()
                 .map(|&(lo, hi)| self.tile(set, lo, hi, step, mode))
                 .collect();
+            set.release();
             for (&(lo, hi), f) in g.iter().zip(feats) {
                 if f.iter().any(|v| !v.is_finite()) {
                     return Err(Error::Numeric(format!(

@@ -31,6 +31,8 @@ pub mod config;
 pub mod error;
 pub mod features;
 pub mod ingest;
+pub mod minibatch;
+pub mod mmap;
 pub mod model;
 pub mod optim;
 pub mod patches;

@@ -20,13 +20,14 @@ use std::time::Instant;
 use ndarray::{s, Axis};
 
 use crate::classify::{evaluate, write_confusion, Classifier};
-use crate::config::Config;
+use crate::config::{Config, TrainConfig};
 use crate::error::{Error, Result};
 use crate::features::{write_raw, Encoder};
 use crate::ingest::synth::{write_dataset, SynthSpec};
 use crate::ingest::{Dataset, ImageSet, OpenOptions};
+use crate::minibatch::{run_epoch, MinibatchParams, MinibatchState};
 use crate::model::{Header, Model};
-use crate::optim::{minimize, LbfgsParams, Stop};
+use crate::optim::{minimize, LbfgsParams};
 use crate::patches::{sample_chunk, PatchSpec};
 use crate::preprocess::{Fitter, NormSpec, Normaliser};
 use crate::progress::{say, Progress};
@@ -98,6 +99,7 @@ pub fn sample_patches(
     let mut prog = Progress::new("patches (fit normalisation)", spec.count, "patches");
     for c in 0..spec.chunks() {
         let (raw, _) = sample_chunk(images, spec, c);
+        images.release();
         fitter.add(raw.view());
         prog.inc(raw.nrows());
     }
@@ -115,6 +117,7 @@ pub fn sample_patches(
     let mut prog = Progress::new("patches (write store)", spec.count, "patches");
     for c in 0..spec.chunks() {
         let (raw, origins) = sample_chunk(images, spec, c);
+        images.release();
         let n = raw.nrows();
         let x = normaliser.apply(raw);
         if x.iter().any(|v| !v.is_finite()) {
@@ -153,23 +156,23 @@ pub fn store_geometry(store: &Store) -> Result<(Normaliser, usize, usize)> {
 pub struct Trained {
     /// The model, normalisation included.
     pub model: Model,
-    /// Why L-BFGS stopped.
-    pub stop: Stop,
-    /// Iterations and evaluations.
+    /// Why training stopped.
+    pub stop: String,
+    /// L-BFGS iterations or mini-batch steps.
     pub iterations: usize,
-    /// Function evaluations.
+    /// Function evaluations (L-BFGS) or steps (mini-batch).
     pub evals: usize,
     /// Seconds of training.
     pub seconds: f64,
 }
 
-/// Trains `arch` on a patch store with full-batch L-BFGS (loss and gradient in f32,
-/// summed in f64), writing the trace to `loss_csv`.
+/// Trains `arch` on a patch store with the configured optimiser (loss and gradient in
+/// f32, summed in f64), writing the trace to `loss_csv`.
 pub fn train(
     store: &Store,
     arch: Architecture,
     penalty: Penalty,
-    lbfgs: &LbfgsParams,
+    tc: &TrainConfig,
     seed: u64,
     loss_csv: &Path,
 ) -> Result<Trained> {
@@ -184,11 +187,53 @@ pub fn train(
             ),
         ));
     }
-    let obj = Objective::new(&arch, penalty, store);
-    let mut trace = std::fs::File::create(loss_csv).map_err(Error::io(loss_csv))?;
+    let mut trace =
+        std::io::BufWriter::new(std::fs::File::create(loss_csv).map_err(Error::io(loss_csv))?);
     writeln!(trace, "iteration,evaluations,loss,max_abs_gradient,seconds")
         .map_err(Error::io(loss_csv))?;
     let t0 = Instant::now();
+    let (theta, loss, stop, iterations, evals) = match tc.minibatch() {
+        None => run_lbfgs(store, &arch, penalty, &tc.lbfgs(), seed, &mut trace, t0)?,
+        Some(mb) => run_minibatch(store, &arch, penalty, &mb, seed, &mut trace, t0)?,
+    };
+    trace.flush().map_err(Error::io(loss_csv))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    say(format!(
+        "train: stopped ({stop}) after {iterations} iterations, {evals} evaluations, \
+         loss {loss:.6}, {seconds:.1} s"
+    ));
+    let net = Network::from_theta(arch.clone(), &theta);
+    Ok(Trained {
+        model: Model {
+            header: Header {
+                arch,
+                norm,
+                patch,
+                channels,
+                loss,
+            },
+            net,
+        },
+        stop,
+        iterations,
+        evals,
+        seconds,
+    })
+}
+
+/// Parameters, final loss, stop reason, iterations, evaluations.
+type Outcome = (Vec<f64>, f64, String, usize, usize);
+
+fn run_lbfgs(
+    store: &Store,
+    arch: &Architecture,
+    penalty: Penalty,
+    lbfgs: &LbfgsParams,
+    seed: u64,
+    trace: &mut dyn Write,
+    t0: Instant,
+) -> Result<Outcome> {
+    let obj = Objective::new(arch, penalty, store);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut fg = |theta: &[f64]| -> Result<(f64, Vec<f64>)> {
         let (loss, g) = obj.eval::<f32>(theta)?;
@@ -218,30 +263,70 @@ pub fn train(
     };
     let (state, stop) = minimize(arch.init(seed), lbfgs, &mut fg, &mut progress)?;
     if let Some(e) = io_err {
-        return Err(Error::io(loss_csv)(e));
+        return Err(Error::Io {
+            path: "loss.csv".into(),
+            source: e,
+        });
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    say(format!(
-        "train: stopped ({stop:?}) after {} iterations, {} evaluations, loss {:.6}, {:.1} s",
-        state.iter, state.evals, state.f, seconds
-    ));
-    let net = Network::from_theta(arch.clone(), &state.x);
-    Ok(Trained {
-        model: Model {
-            header: Header {
-                arch,
-                norm,
-                patch,
-                channels,
-                loss: state.f,
+    Ok((
+        state.x,
+        state.f,
+        format!("{stop:?}"),
+        state.iter,
+        state.evals,
+    ))
+}
+
+fn run_minibatch(
+    store: &Store,
+    arch: &Architecture,
+    penalty: Penalty,
+    mb: &MinibatchParams,
+    seed: u64,
+    trace: &mut dyn Write,
+    t0: Instant,
+) -> Result<Outcome> {
+    let mut state = MinibatchState::new(arch.init(seed));
+    let steps_per_epoch = store.rows().div_ceil(mb.batch);
+    let mut io_err = None;
+    while state.epoch < mb.epochs {
+        let mut prog = Progress::new(
+            format!("train: epoch {}/{}", state.epoch + 1, mb.epochs),
+            steps_per_epoch,
+            "steps",
+        );
+        run_epoch(
+            store,
+            arch,
+            penalty,
+            mb,
+            seed,
+            &mut state,
+            &mut |s, loss| {
+                let secs = t0.elapsed().as_secs_f64();
+                if let Err(e) = writeln!(trace, "{},{},{loss:.9e},,{secs:.3}", s.steps, s.steps) {
+                    io_err.get_or_insert(e);
+                }
+                prog.inc(1);
             },
-            net,
-        },
-        stop,
-        iterations: state.iter,
-        evals: state.evals,
-        seconds,
-    })
+        )?;
+        prog.finish();
+        say(format!(
+            "train: epoch {} mean mini-batch loss {:.6}",
+            state.epoch,
+            state.epoch_loss.last().copied().unwrap_or(f64::NAN)
+        ));
+    }
+    if let Some(e) = io_err {
+        return Err(Error::Io {
+            path: "loss.csv".into(),
+            source: e,
+        });
+    }
+    // The reported loss is the full-batch objective at the final parameters.
+    let (loss, _) = Objective::new(arch, penalty, store).eval::<f32>(&state.theta)?;
+    let steps = state.steps as usize;
+    Ok((state.theta, loss.total, "epochs done".into(), steps, steps))
 }
 
 /// One line of `results.csv`.
@@ -371,7 +456,7 @@ pub fn run(cfg: &Config) -> Result<(PathBuf, Vec<ResultRow>)> {
         &store,
         arch,
         cfg.model.penalty(),
-        &cfg.train.lbfgs(),
+        &cfg.train,
         cfg.seed,
         &dir.join("loss.csv"),
     )?;

@@ -204,6 +204,7 @@ impl StoreWriter {
 /// A store opened for reading through a memory map.
 pub struct Store {
     path: PathBuf,
+    map: Arc<memmap2::Mmap>,
     buffer: Buffer,
     decoder: FileDecoder,
     blocks: Vec<Block>,
@@ -218,12 +219,9 @@ impl Store {
     /// Opens the store at `path`, which must hold `kind` rows.
     pub fn open(path: &Path, kind: Kind) -> Result<Store> {
         let bad = |p: String| Error::bad(path, p);
-        let file = File::open(path).map_err(Error::io(path))?;
-        // SAFETY: stores are written once under a temporary name and renamed into place;
-        // nothing writes to a finished store while it is mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
+        let map = crate::mmap::map_file(path)?;
         let len = map.len();
-        let buffer = Buffer::from(bytes::Bytes::from_owner(map));
+        let buffer = Buffer::from(bytes::Bytes::from_owner(crate::mmap::MapOwner(map.clone())));
         if len < 16 || &buffer[..6] != b"ARROW1" {
             return Err(bad("not an Arrow IPC file".into()));
         }
@@ -280,6 +278,7 @@ impl Store {
             FileDecoder::new(Arc::new(schema), footer.version()).with_require_alignment(true);
         let mut store = Store {
             path: path.to_path_buf(),
+            map,
             buffer,
             decoder,
             blocks,
@@ -298,6 +297,7 @@ impl Store {
             total += store.batch(i)?.rows();
             store.starts.push(total);
         }
+        store.release_all();
         Ok(store)
     }
 
@@ -329,6 +329,57 @@ impl Store {
     /// A metadata value written with the store.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.meta.get(key).map(String::as_str)
+    }
+
+    fn block_range(&self, i: usize) -> (usize, usize) {
+        let b = &self.blocks[i];
+        let len = b.metaDataLength() as usize + b.bodyLength() as usize;
+        (b.offset() as usize, len)
+    }
+
+    /// Hands batch `i`'s pages back to the page cache once it has been used.
+    pub fn release(&self, i: usize) {
+        let (off, len) = self.block_range(i);
+        crate::mmap::release(&self.map, off, len);
+    }
+
+    /// Hands every page back to the page cache.
+    pub fn release_all(&self) {
+        crate::mmap::release(&self.map, 0, self.map.len());
+    }
+
+    /// Calls `f` on batches in `order`, each with its index. A second thread decodes the
+    /// next batch and faults its pages in while `f` works on the current one; used
+    /// batches are released, so the resident set stays about two batches.
+    pub fn for_each_batch(
+        &self,
+        order: &[usize],
+        f: &mut dyn FnMut(usize, ArrayView2<f32>) -> Result<()>,
+    ) -> Result<()> {
+        std::thread::scope(|scope| {
+            let (tx, rx) = crossbeam_channel::bounded::<Result<(usize, StoreBatch)>>(1);
+            scope.spawn(move || {
+                for &i in order {
+                    let item = self.batch(i).map(|b| {
+                        let (off, len) = self.block_range(i);
+                        crate::mmap::will_need(&self.map, off, len);
+                        b.touch();
+                        (i, b)
+                    });
+                    let failed = item.is_err();
+                    if tx.send(item).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            for item in rx {
+                let (i, b) = item?;
+                let r = f(i, b.values());
+                self.release(i);
+                r?;
+            }
+            Ok(())
+        })
     }
 
     /// Decodes batch `i` (zero-copy).
@@ -371,6 +422,17 @@ impl StoreBatch {
             .expect("shape matches length")
     }
 
+    /// Reads one value per page so the batch is resident before it is needed.
+    fn touch(&self) -> f32 {
+        let list = self.rb.column(0).as_fixed_size_list();
+        let vals = list.values().as_primitive::<Float32Type>().values();
+        let mut acc = 0.0;
+        for v in vals.iter().step_by(1024) {
+            acc += *v;
+        }
+        std::hint::black_box(acc)
+    }
+
     /// A u32 column by position in [`Kind::columns`].
     pub fn column(&self, k: usize) -> &[u32] {
         self.rb.column(k + 1).as_primitive::<UInt32Type>().values()
@@ -395,11 +457,8 @@ impl Rows for Store {
         Store::rows(self)
     }
     fn for_each_chunk(&self, f: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>) -> Result<()> {
-        for i in 0..self.batches() {
-            let b = self.batch(i)?;
-            f(b.values())?;
-        }
-        Ok(())
+        let order: Vec<usize> = (0..self.batches()).collect();
+        self.for_each_batch(&order, &mut |_, v| f(v))
     }
 }
 

@@ -197,3 +197,49 @@ fn damaged_model_is_refused() {
     let e = sae::model::Model::load(&p).err().unwrap().to_string();
     assert!(e.contains("checksum"), "{e}");
 }
+
+#[test]
+fn minibatch_training_reduces_the_loss() {
+    let d = tmp();
+    let ds = dataset(d.path());
+    let spec = sae::patches::PatchSpec {
+        size: 8,
+        count: 6000,
+        seed: 1,
+    };
+    let store_path = d.path().join("p.arrow");
+    sae::pipeline::sample_patches(
+        &ds.unlabeled,
+        &spec,
+        sae::preprocess::NormSpec::Ufldl,
+        &store_path,
+        1000,
+    )
+    .unwrap();
+    let store = sae::store::Store::open(&store_path, sae::store::Kind::Patches).unwrap();
+    let arch = Architecture::new(192, &[16], None, Decoder::Sigmoid).unwrap();
+    let pen = sae::sae::objective::Penalty {
+        lambda: 1e-5,
+        beta: 3.0,
+        rho: 0.05,
+    };
+    let (start, _) = sae::sae::objective::Objective::new(&arch, pen, &store)
+        .eval::<f32>(&arch.init(1))
+        .unwrap();
+    for opt in ["adam", "sgd"] {
+        let tc: sae::config::TrainConfig = toml::from_str(&format!(
+            "optimizer = \"{opt}\"\nlearning_rate = {}\nbatch_size = 200\nepochs = 3",
+            if opt == "adam" { 0.01 } else { 0.1 }
+        ))
+        .unwrap();
+        let t = sae::pipeline::train(&store, arch.clone(), pen, &tc, 1, &d.path().join("l.csv"))
+            .unwrap();
+        assert!(
+            t.model.header.loss < 0.5 * start.total,
+            "{opt}: {} vs {}",
+            t.model.header.loss,
+            start.total
+        );
+        assert_eq!(t.iterations, 3 * 30);
+    }
+}

@@ -94,3 +94,40 @@ fn damaged_or_foreign_stores_are_refused() {
     std::fs::write(&cut, b"hello").unwrap();
     assert!(Store::open(&cut, Kind::Features).is_err());
 }
+
+#[test]
+fn polars_reads_the_store() {
+    let d = tmp();
+    let p = d.path().join("s.arrow");
+    let x = rows(300, 12);
+    let ids: Vec<u32> = (0..300).collect();
+    let mut w = StoreWriter::create(&p, Kind::Patches, 12, 128, &HashMap::new()).unwrap();
+    w.push_rows(x.view(), &[&ids, &ids, &ids]).unwrap();
+    w.finish().unwrap();
+    let script = "import sys, polars as pl\n\
+                  df = pl.read_ipc(sys.argv[1])\n\
+                  print(df.height, df.schema['patch'], df['image'].sum(), '%.6f' % df['patch'][7][3])";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, p.to_str().unwrap()])
+        .output();
+    let required = std::env::var_os("SAE_REQUIRE_POLARS").is_some();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let want = format!(
+                "300 Array(Float32, shape=(12,)) {} {:.6}",
+                299 * 300 / 2,
+                x[[7, 3]]
+            );
+            assert_eq!(text.trim(), want.trim());
+        }
+        Ok(o) if !required => eprintln!(
+            "skipping: python polars unavailable ({})",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ),
+        other => panic!("python polars could not read the store: {other:?}"),
+    }
+}

@@ -22,7 +22,7 @@ pub use layout::PixelOrder;
 /// Bytes an [`ImageSet`] reads from: a memory-mapped file or a decoded buffer.
 pub enum Source {
     /// A read-only memory map of a whole file.
-    Mapped(memmap2::Mmap),
+    Mapped(Arc<memmap2::Mmap>),
     /// Bytes decoded into memory (compressed images, latin-1 pickle strings).
     Owned(Vec<u8>),
 }
@@ -30,11 +30,7 @@ pub enum Source {
 impl Source {
     /// Memory-maps `path` read-only.
     pub fn map(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(Error::io(path))?;
-        // SAFETY: the map is read-only and `sae` never writes dataset files; a file
-        // truncated by another process while mapped is outside what we can defend.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
-        Ok(Source::Mapped(map))
+        Ok(Source::Mapped(crate::mmap::map_file(path)?))
     }
 
     /// The bytes.
@@ -226,6 +222,16 @@ impl ImageSet {
     /// Writes image `i` into `out` as interleaved rows (HWC), the order every stage uses.
     pub fn read_hwc(&self, i: usize, out: &mut [u8]) {
         layout::to_hwc(self.raw(i), self.shape, self.order, out);
+    }
+
+    /// Hands the pages read so far back to the page cache (see [`crate::mmap`]), so
+    /// that random access over a multi-gigabyte file does not grow the resident set.
+    pub fn release(&self) {
+        for p in &self.parts {
+            if let Source::Mapped(m) = p.source.as_ref() {
+                crate::mmap::release(m, 0, m.len());
+            }
+        }
     }
 
     /// Checks that a labelled set's labels are all below `classes`.

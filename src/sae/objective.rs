@@ -50,6 +50,7 @@ pub struct Objective<'a> {
     arch: &'a Architecture,
     penalty: Penalty,
     data: &'a dyn Rows,
+    block: usize,
 }
 
 struct Partial {
@@ -70,7 +71,14 @@ impl<'a> Objective<'a> {
             arch,
             penalty,
             data,
+            block: BLOCK,
         }
+    }
+
+    /// Uses parallel blocks of `rows` rows (mini-batches are smaller than [`BLOCK`]).
+    pub fn with_block(mut self, rows: usize) -> Self {
+        self.block = rows.max(1);
+        self
     }
 
     /// Mean activation of the sparse layer over all rows (ρ̂).
@@ -78,7 +86,7 @@ impl<'a> Objective<'a> {
         let s = self.arch.sparse;
         let mut sum = Array1::<f64>::zeros(self.arch.sizes[s]);
         self.data.for_each_chunk(&mut |chunk| {
-            let parts: Vec<Array1<f64>> = blocks(chunk)
+            let parts: Vec<Array1<f64>> = blocks(chunk, self.block)
                 .into_par_iter()
                 .map(|x| {
                     let x = F::cast_rows(x);
@@ -135,7 +143,7 @@ impl<'a> Objective<'a> {
                 .collect(),
         };
         self.data.for_each_chunk(&mut |chunk| {
-            let parts: Vec<Partial> = blocks(chunk)
+            let parts: Vec<Partial> = blocks(chunk, self.block)
                 .into_par_iter()
                 .map(|x| block_gradient(arch, &ws, &bs, term, x))
                 .collect();
@@ -182,11 +190,11 @@ impl<'a> Objective<'a> {
 }
 
 /// Splits a chunk into fixed-size blocks.
-fn blocks(chunk: ArrayView2<'_, f32>) -> Vec<ArrayView2<'_, f32>> {
+fn blocks(chunk: ArrayView2<'_, f32>, block: usize) -> Vec<ArrayView2<'_, f32>> {
     let n = chunk.nrows();
     (0..n)
-        .step_by(BLOCK)
-        .map(|lo| chunk.slice_move(ndarray::s![lo..(lo + BLOCK).min(n), ..]))
+        .step_by(block)
+        .map(|lo| chunk.slice_move(ndarray::s![lo..(lo + block).min(n), ..]))
         .collect()
 }
 
