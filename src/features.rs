@@ -24,7 +24,7 @@ use crate::sae::{encode, Network};
 use crate::store::{Kind, StoreWriter};
 
 /// Patch rows per tile: a tile holds this many patches (at least one image).
-pub const TILE_ROWS: usize = 8192;
+pub const TILE_ROWS: usize = 4096;
 
 /// How an image's patch codes become its feature vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

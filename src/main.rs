@@ -61,6 +61,74 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Sample patches from a dataset's unlabeled images into a normalised patch store.
+    Sample {
+        /// Format of the dataset.
+        #[arg(long)]
+        format: String,
+        /// Dataset folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Number of patches.
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        /// Patch side.
+        #[arg(long, default_value_t = 8)]
+        size: usize,
+        /// ufldl or zca.
+        #[arg(long, default_value = "ufldl")]
+        norm: String,
+        /// Rows per store batch.
+        #[arg(long, default_value_t = 65_536)]
+        chunk: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output store (.arrow).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train an autoencoder on a patch store.
+    Train {
+        /// The patch store.
+        store: PathBuf,
+        /// Hidden sizes, e.g. 25 or 75,48,75.
+        #[arg(long, default_value = "25")]
+        hidden: String,
+        /// sigmoid or linear.
+        #[arg(long, default_value = "sigmoid")]
+        decoder: String,
+        /// Sparsity target.
+        #[arg(long, default_value_t = 0.01)]
+        rho: f64,
+        /// Weight decay.
+        #[arg(long, default_value_t = 1e-5)]
+        lambda: f64,
+        /// Sparsity weight.
+        #[arg(long, default_value_t = 3.0)]
+        beta: f64,
+        /// lbfgs, sgd or adam.
+        #[arg(long, default_value = "lbfgs")]
+        optimizer: String,
+        /// L-BFGS iterations.
+        #[arg(long, default_value_t = 400)]
+        max_iter: usize,
+        /// Mini-batch epochs.
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        /// Mini-batch rows.
+        #[arg(long, default_value_t = 1024)]
+        batch_size: usize,
+        /// Mini-batch step size.
+        #[arg(long, default_value_t = 1e-3)]
+        learning_rate: f64,
+        /// Seed of the initial weights.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output model file.
+        #[arg(long, default_value = "model.sae")]
+        out: PathBuf,
+    },
     /// Compare the analytic gradient with central differences on small networks (f64).
     Gradcheck,
     /// Describe a dataset: sizes, shapes, pixel order, class counts.
@@ -153,6 +221,68 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gradcheck => cmd_gradcheck(),
+        Cmd::Sample {
+            format,
+            data,
+            count,
+            size,
+            norm,
+            chunk,
+            seed,
+            out,
+        } => {
+            let ds = Dataset::open(format.parse::<Format>()?, &data, &OpenOptions::default())?;
+            let pc: sae::config::PatchConfig = toml::from_str(&format!("norm = \"{norm}\""))
+                .map_err(|_| anyhow::anyhow!("--norm {norm:?}: expected ufldl or zca"))?;
+            let spec = sae::patches::PatchSpec { size, count, seed };
+            let n =
+                sae::pipeline::sample_patches(&ds.unlabeled, &spec, pc.norm_spec(), &out, chunk)?;
+            println!("wrote {} ({})", out.display(), n.describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Train {
+            store,
+            hidden,
+            decoder,
+            rho,
+            lambda,
+            beta,
+            optimizer,
+            max_iter,
+            epochs,
+            batch_size,
+            learning_rate,
+            seed,
+            out,
+        } => {
+            let store = Store::open(&store, Kind::Patches)?;
+            let hidden: Vec<usize> = hidden
+                .split(',')
+                .map(|h| h.trim().parse())
+                .collect::<Result<_, _>>()
+                .context("--hidden: expected sizes like 25 or 75,48,75")?;
+            let model: sae::config::ModelConfig = toml::from_str(&format!(
+                "hidden = {hidden:?}\ndecoder = \"{decoder}\"\nrho = {rho:?}\nlambda = {lambda:?}\nbeta = {beta:?}"
+            ))
+            .context("model flags")?;
+            let tc: sae::config::TrainConfig = toml::from_str(&format!(
+                "optimizer = \"{optimizer}\"\nmax_iter = {max_iter}\nepochs = {epochs}\n\
+                 batch_size = {batch_size}\nlearning_rate = {learning_rate:?}"
+            ))
+            .context("--optimizer: expected lbfgs, sgd or adam")?;
+            let arch =
+                sae::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
+            let loss_csv = out.with_extension("loss.csv");
+            let t = sae::pipeline::train(&store, arch, model.penalty(), &tc, seed, &loss_csv)?;
+            t.model.save(&out)?;
+            println!(
+                "wrote {} (loss {:.6}, {})",
+                out.display(),
+                t.model.header.loss,
+                t.stop
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Info { format, path } => cmd_info(&format, &path),
         Cmd::Show {
             model,

@@ -1,0 +1,146 @@
+//! Throughput benchmark behind `scripts/bench.sh`: this machine's f32 matrix-multiply
+//! rate for the shapes the objective uses (the "peak" the rest is compared with), the
+//! loss + gradient rate for several hidden sizes, and the fused encoding rate at
+//! several steps. Prints one JSON object per measurement to stdout.
+//!
+//! `cargo bench --bench throughput -- [--quick] [--hidden 25,100,400,1600]`
+
+use std::time::Instant;
+
+use ndarray::{Array2, Axis};
+use rayon::prelude::*;
+use sae::features::{Encoder, Mode};
+use sae::ingest::{ImageSet, Part, PixelOrder, Shape, Source};
+use sae::preprocess::Normaliser;
+use sae::sae::objective::{Objective, Penalty, BLOCK};
+use sae::sae::{Architecture, Decoder, Network};
+use sae::store::MemoryRows;
+
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn data(m: usize, d: usize) -> Array2<f32> {
+    Array2::from_shape_fn((m, d), |(i, j)| {
+        0.1 + 0.8 * (((i * 131 + j * 71) % 257) as f32 / 257.0)
+    })
+}
+
+/// The objective's GEMMs at full parallel speed: X·Wᵀ and Dᵀ·X over row blocks.
+fn gemm_peak(x: &Array2<f32>, h: usize, reps: usize) -> f64 {
+    let d = x.ncols();
+    let w = Array2::from_shape_fn((h, d), |(i, j)| ((i + j) % 7) as f32 * 0.01);
+    let t = best_of(reps, || {
+        let s: f32 = x
+            .axis_chunks_iter(Axis(0), BLOCK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|b| {
+                let z = b.dot(&w.t());
+                let g = z.t().dot(&b);
+                z[[0, 0]] + g[[0, 0]]
+            })
+            .sum();
+        std::hint::black_box(s);
+    });
+    4.0 * (x.nrows() * d * h) as f64 / t / 1e9
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let hidden: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--hidden")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|h| h.parse().ok()).collect())
+        .unwrap_or_else(|| {
+            if quick {
+                vec![25, 100, 400]
+            } else {
+                vec![25, 100, 400, 1600]
+            }
+        });
+    let m = if quick { 32_768 } else { 131_072 };
+    let reps = if quick { 2 } else { 3 };
+    let threads = rayon::current_num_threads();
+    let x = data(m, 192);
+    let rows = MemoryRows {
+        data: x.view(),
+        chunk: 65_536,
+    };
+    let pen = Penalty {
+        lambda: 1e-5,
+        beta: 3.0,
+        rho: 0.01,
+    };
+    for &h in &hidden {
+        let peak = gemm_peak(&x, h, reps);
+        println!(
+            "{{\"bench\":\"gemm\",\"rows\":{m},\"visible\":192,\"hidden\":{h},\"threads\":{threads},\"gflops\":{peak:.2}}}"
+        );
+        let arch = Architecture::new(192, &[h], None, Decoder::Sigmoid).unwrap();
+        let theta = arch.init(1);
+        let obj = Objective::new(&arch, pen, &rows);
+        let t = best_of(reps, || {
+            std::hint::black_box(obj.eval::<f32>(&theta).unwrap());
+        });
+        // Six GEMMs of 2·m·192·H flops: ρ̂ pass, two forward, three backward.
+        let gflops = 12.0 * (m * 192 * h) as f64 / t / 1e9;
+        println!(
+            "{{\"bench\":\"loss_gradient\",\"rows\":{m},\"visible\":192,\"hidden\":{h},\"threads\":{threads},\"seconds\":{t:.4},\"patches_per_s\":{:.0},\"gflops\":{gflops:.2},\"fraction_of_gemm\":{:.3}}}",
+            m as f64 / t,
+            gflops / peak
+        );
+    }
+    // Encoding: 96x96 images, pooled, ufldl scaling, at several steps.
+    let side = 96;
+    let n_img = if quick { 64 } else { 256 };
+    let shape = Shape::rgb(side);
+    let bytes: Vec<u8> = (0..n_img * shape.pixels())
+        .map(|i| ((i * 7 + i / 300) % 251) as u8)
+        .collect();
+    let set = ImageSet::new(
+        "bench",
+        vec![Part::new(
+            std::sync::Arc::new(Source::Owned(bytes)),
+            0,
+            shape.pixels(),
+            n_img,
+        )],
+        shape,
+        PixelOrder::Hwc,
+        Some(vec![0; n_img]),
+    )
+    .unwrap();
+    for &h in &hidden {
+        let arch = Architecture::new(192, &[h], None, Decoder::Sigmoid).unwrap();
+        let net = Network::from_theta(arch.clone(), &arch.init(1));
+        let enc = Encoder::new(&net, Normaliser::Ufldl { pstd: 0.3 }, 8);
+        for step in [8, 4, 2, 1] {
+            let per = sae::patches::grid(side, 8, step).len().pow(2);
+            let tile = (sae::features::TILE_ROWS / per).max(1);
+            let t = best_of(reps, || {
+                let tiles: Vec<usize> = (0..n_img).step_by(tile).collect();
+                let s: f32 = tiles
+                    .par_iter()
+                    .map(|&lo| enc.tile(&set, lo, (lo + tile).min(n_img), step, Mode::Pool)[[0, 0]])
+                    .sum();
+                std::hint::black_box(s);
+            });
+            let patches = (n_img * per) as f64;
+            let gflops = 2.0 * patches * (192 * h) as f64 / t / 1e9;
+            println!(
+                "{{\"bench\":\"encode\",\"images\":{n_img},\"side\":{side},\"step\":{step},\"hidden\":{h},\"threads\":{threads},\"seconds\":{t:.4},\"patches_per_s\":{:.0},\"images_per_s\":{:.1},\"gflops\":{gflops:.2}}}",
+                patches / t,
+                n_img as f64 / t
+            );
+        }
+    }
+}
