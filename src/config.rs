@@ -250,6 +250,10 @@ pub struct TrainConfig {
     pub ftol: f64,
     /// Rows per store batch (the streaming chunk).
     pub chunk: usize,
+    /// Checkpoint every this many iterations (L-BFGS) or steps (mini-batch).
+    pub checkpoint_every: usize,
+    /// ... or after this many seconds, whichever comes first.
+    pub checkpoint_seconds: f64,
 }
 
 impl Default for TrainConfig {
@@ -265,6 +269,8 @@ impl Default for TrainConfig {
             gtol: 1e-9,
             ftol: 1e-12,
             chunk: 65_536,
+            checkpoint_every: 10,
+            checkpoint_seconds: 120.0,
         }
     }
 }
@@ -436,6 +442,29 @@ impl Config {
             return bad("classify.rf_trees", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// Hash of what determines the patch store: data, sampling, normalisation, seed.
+    pub fn patches_hash(&self) -> String {
+        let key = serde_json::json!({
+            "synth": self.synth, "data": self.data, "patches": self.patches,
+            "seed": self.seed, "chunk": self.train.chunk,
+        });
+        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
+    }
+
+    /// Hash of what determines the trained model. Iteration and epoch limits are left
+    /// out, so a finished run can be extended by raising them.
+    pub fn training_hash(&self) -> String {
+        let mut train = self.train.clone();
+        train.max_iter = 0;
+        train.epochs = 0;
+        train.checkpoint_every = 0;
+        train.checkpoint_seconds = 0.0;
+        let key = serde_json::json!({
+            "patches": self.patches_hash(), "model": self.model, "train": train,
+        });
+        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
     }
 
     /// The run folder.

@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! let cfg = sae::config::Config::load(std::path::Path::new("configs/demo.toml"))?;
-//! let (dir, results) = sae::pipeline::run(&cfg)?;
+//! let (dir, results) = sae::pipeline::run(&cfg, false)?;
 //! for r in results {
 //!     println!("{} {} {:.3}", r.features, r.classifier.name(), r.accuracy);
 //! }
@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod error;

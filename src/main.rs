@@ -39,6 +39,9 @@ enum Cmd {
         /// Parent folder of the run folder (overrides `out_dir`).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Discard the run folder's checkpoints and artefacts and begin afresh.
+        #[arg(long)]
+        restart: bool,
     },
     /// Write a synthetic labelled dataset in the CIFAR-10 or STL-10 binary layout.
     Synth {
@@ -195,7 +198,11 @@ fn run() -> anyhow::Result<ExitCode> {
             .context("cannot set the thread count")?;
     }
     match args.cmd {
-        Cmd::Run { config, out } => cmd_run(config, out),
+        Cmd::Run {
+            config,
+            out,
+            restart,
+        } => cmd_run(config, out, restart),
         Cmd::Synth {
             out,
             format,
@@ -235,8 +242,14 @@ fn run() -> anyhow::Result<ExitCode> {
             let pc: sae::config::PatchConfig = toml::from_str(&format!("norm = \"{norm}\""))
                 .map_err(|_| anyhow::anyhow!("--norm {norm:?}: expected ufldl or zca"))?;
             let spec = sae::patches::PatchSpec { size, count, seed };
-            let n =
-                sae::pipeline::sample_patches(&ds.unlabeled, &spec, pc.norm_spec(), &out, chunk)?;
+            let n = sae::pipeline::sample_patches(
+                &ds.unlabeled,
+                &spec,
+                pc.norm_spec(),
+                &out,
+                chunk,
+                &[],
+            )?;
             println!("wrote {} ({})", out.display(), n.describe());
             Ok(ExitCode::SUCCESS)
         }
@@ -335,7 +348,7 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-fn cmd_run(config: PathBuf, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn cmd_run(config: PathBuf, out: Option<PathBuf>, restart: bool) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::load(&config)?;
     if let Some(o) = out {
         cfg.out_dir = o;
@@ -346,7 +359,7 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .num_threads(cfg.threads)
             .build_global();
     }
-    let (dir, results) = sae::pipeline::run(&cfg)?;
+    let (dir, results) = sae::pipeline::run(&cfg, restart)?;
     println!("{:<16} {:<4} {:>8}", "features", "clf", "accuracy");
     for r in &results {
         println!(

@@ -68,6 +68,10 @@ pub struct MinibatchState {
     pub steps: u64,
     /// Epochs finished.
     pub epoch: usize,
+    /// Steps done in the current epoch.
+    pub pos: usize,
+    /// Sum and count of mini-batch losses in the current epoch.
+    pub epoch_sum: (f64, usize),
     /// Mean mini-batch loss of each finished epoch.
     pub epoch_loss: Vec<f64>,
 }
@@ -82,6 +86,8 @@ impl MinibatchState {
             v: vec![0.0; n],
             steps: 0,
             epoch: 0,
+            pos: 0,
+            epoch_sum: (0.0, 0),
             epoch_loss: Vec::new(),
         }
     }
@@ -120,6 +126,13 @@ impl MinibatchState {
     }
 }
 
+/// Mini-batch steps in one epoch (each store batch is cut into mini-batches).
+pub fn steps_per_epoch(store: &Store, batch: usize) -> usize {
+    (0..store.batches())
+        .map(|b| store.batch_rows(b).div_ceil(batch))
+        .sum()
+}
+
 /// The store's batch order for `epoch`.
 pub fn epoch_order(batches: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..batches).collect();
@@ -127,7 +140,9 @@ pub fn epoch_order(batches: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Runs one epoch from `state`, calling `after_step(state, loss)` after each step.
+/// Runs the rest of the current epoch from `state` (which may stop mid-epoch, after a
+/// checkpoint), calling `after_step(state, loss)` after each step; it returns an error
+/// to stop the run.
 pub fn run_epoch(
     store: &Store,
     arch: &Architecture,
@@ -135,16 +150,30 @@ pub fn run_epoch(
     p: &MinibatchParams,
     seed: u64,
     state: &mut MinibatchState,
-    after_step: &mut dyn FnMut(&MinibatchState, f64),
+    after_step: &mut dyn FnMut(&MinibatchState, f64) -> Result<()>,
 ) -> Result<()> {
     if p.batch == 0 {
         return Err(Error::config("train.batch_size", "must be at least 1"));
     }
     let order = epoch_order(store.batches(), seed, state.epoch);
-    let mut sum = 0.0;
-    let mut count = 0usize;
-    store.for_each_batch(&order, &mut |_, rows| {
+    // Skip the store batches whose steps were all done before a resume.
+    let mut skip = state.pos;
+    let mut todo = Vec::new();
+    for &b in &order {
+        let steps = store.batch_rows(b).div_ceil(p.batch);
+        if skip >= steps {
+            skip -= steps;
+        } else {
+            todo.push(b);
+        }
+    }
+    let per_epoch = steps_per_epoch(store, p.batch);
+    store.for_each_batch(&todo, &mut |_, rows| {
         for mb in rows.axis_chunks_iter(Axis(0), p.batch) {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
             let data = MemoryRows {
                 data: mb,
                 chunk: mb.nrows(),
@@ -159,15 +188,19 @@ pub fn run_epoch(
                 )));
             }
             state.update(&p.method, &g);
-            sum += loss.total;
-            count += 1;
-            after_step(state, loss.total);
+            state.pos += 1;
+            state.epoch_sum.0 += loss.total;
+            state.epoch_sum.1 += 1;
+            if state.pos == per_epoch {
+                state.epoch += 1;
+                state.pos = 0;
+                let (s, n) = std::mem::take(&mut state.epoch_sum);
+                state.epoch_loss.push(s / n.max(1) as f64);
+            }
+            after_step(state, loss.total)?;
         }
         Ok(())
-    })?;
-    state.epoch += 1;
-    state.epoch_loss.push(sum / count.max(1) as f64);
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub struct Header {
     pub channels: usize,
     /// Final training loss.
     pub loss: f64,
+    /// Hash of the config that trained it (empty when trained outside a run).
+    #[serde(default)]
+    pub config: String,
 }
 
 /// A trained model.

@@ -13,21 +13,21 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ndarray::{s, Axis};
 
+use crate::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
 use crate::classify::{evaluate, write_confusion, Classifier};
 use crate::config::{Config, TrainConfig};
 use crate::error::{Error, Result};
 use crate::features::{write_raw, Encoder};
 use crate::ingest::synth::{write_dataset, SynthSpec};
 use crate::ingest::{Dataset, ImageSet, OpenOptions};
-use crate::minibatch::{run_epoch, MinibatchParams, MinibatchState};
+use crate::minibatch::{run_epoch, steps_per_epoch, MinibatchParams, MinibatchState};
 use crate::model::{Header, Model};
-use crate::optim::{minimize, LbfgsParams};
+use crate::optim::{LbfgsParams, LbfgsState, Stop};
 use crate::patches::{sample_chunk, PatchSpec};
 use crate::preprocess::{Fitter, NormSpec, Normaliser};
 use crate::progress::{say, Progress};
@@ -91,6 +91,7 @@ pub fn sample_patches(
     norm: NormSpec,
     path: &Path,
     batch_rows: usize,
+    extra_meta: &[(&str, String)],
 ) -> Result<Normaliser> {
     let shape = images.shape();
     spec.check(shape)?;
@@ -109,6 +110,9 @@ pub fn sample_patches(
     meta.insert("sae.patch".into(), spec.size.to_string());
     meta.insert("sae.channels".into(), shape.channels.to_string());
     meta.insert("sae.seed".into(), spec.seed.to_string());
+    for (k, v) in extra_meta {
+        meta.insert((*k).into(), v.clone());
+    }
     meta.insert(
         "sae.norm".into(),
         serde_json::to_string(&normaliser).expect("normaliser serialises"),
@@ -166,8 +170,18 @@ pub struct Trained {
     pub seconds: f64,
 }
 
+/// When to write checkpoints during training.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    /// Every this many iterations (L-BFGS) or steps (mini-batch).
+    pub every: usize,
+    /// Or when this many seconds passed since the last one.
+    pub seconds: f64,
+}
+
 /// Trains `arch` on a patch store with the configured optimiser (loss and gradient in
-/// f32, summed in f64), writing the trace to `loss_csv`.
+/// f32, summed in f64), writing the trace to `loss_csv`. With `ckpt`, resumes from its
+/// newest checkpoint and saves new ones as `policy` says, and at the end.
 pub fn train(
     store: &Store,
     arch: Architecture,
@@ -175,6 +189,19 @@ pub fn train(
     tc: &TrainConfig,
     seed: u64,
     loss_csv: &Path,
+) -> Result<Trained> {
+    train_resumable(store, arch, penalty, tc, seed, loss_csv, None)
+}
+
+/// [`train`] with checkpoints.
+pub fn train_resumable(
+    store: &Store,
+    arch: Architecture,
+    penalty: Penalty,
+    tc: &TrainConfig,
+    seed: u64,
+    loss_csv: &Path,
+    ckpt: Option<(&Checkpoints, CheckpointPolicy)>,
 ) -> Result<Trained> {
     let (norm, patch, channels) = store_geometry(store)?;
     if store.dim() != arch.visible() {
@@ -187,17 +214,62 @@ pub fn train(
             ),
         ));
     }
-    let mut trace =
-        std::io::BufWriter::new(std::fs::File::create(loss_csv).map_err(Error::io(loss_csv))?);
-    writeln!(trace, "iteration,evaluations,loss,max_abs_gradient,seconds")
-        .map_err(Error::io(loss_csv))?;
-    let t0 = Instant::now();
-    let (theta, loss, stop, iterations, evals) = match tc.minibatch() {
-        None => run_lbfgs(store, &arch, penalty, &tc.lbfgs(), seed, &mut trace, t0)?,
-        Some(mb) => run_minibatch(store, &arch, penalty, &mb, seed, &mut trace, t0)?,
+    let resumed = match ckpt {
+        Some((c, _)) => c.latest()?,
+        None => None,
     };
-    trace.flush().map_err(Error::io(loss_csv))?;
-    let seconds = t0.elapsed().as_secs_f64();
+    let mut session = Session {
+        trace: resumed
+            .as_ref()
+            .map(|c| c.trace.clone())
+            .unwrap_or_default(),
+        t0: Instant::now(),
+        offset: 0.0,
+        last_save: Instant::now(),
+        since_save: 0,
+        ckpt,
+        loss_csv,
+    };
+    session.offset = session.trace.last().map_or(0.0, |p| p.seconds);
+    if let Some(c) = &resumed {
+        let last = session.trace.last();
+        say(format!(
+            "train: resuming from checkpoint at iteration {} (loss {:.6})",
+            last.map_or(0, |p| p.iteration),
+            last.map_or(f64::NAN, |p| p.loss)
+        ));
+        let _ = &c.opt;
+    }
+    let (theta, loss, stop, iterations, evals) = match tc.minibatch() {
+        None => {
+            let st = match resumed.map(|c| c.opt) {
+                Some(OptState::Lbfgs(s)) => Some(s),
+                Some(_) => {
+                    return Err(Error::config(
+                        "train.optimizer",
+                        "checkpoint is from another optimiser",
+                    ))
+                }
+                None => None,
+            };
+            run_lbfgs(store, &arch, penalty, &tc.lbfgs(), seed, st, &mut session)?
+        }
+        Some(mb) => {
+            let st = match resumed.map(|c| c.opt) {
+                Some(OptState::Minibatch(s)) => Some(s),
+                Some(_) => {
+                    return Err(Error::config(
+                        "train.optimizer",
+                        "checkpoint is from another optimiser",
+                    ))
+                }
+                None => None,
+            };
+            run_minibatch(store, &arch, penalty, &mb, seed, st, &mut session)?
+        }
+    };
+    write_trace(loss_csv, &session.trace)?;
+    let seconds = session.seconds();
     say(format!(
         "train: stopped ({stop}) after {iterations} iterations, {evals} evaluations, \
          loss {loss:.6}, {seconds:.1} s"
@@ -211,6 +283,7 @@ pub fn train(
                 patch,
                 channels,
                 loss,
+                config: String::new(),
             },
             net,
         },
@@ -219,6 +292,69 @@ pub fn train(
         evals,
         seconds,
     })
+}
+
+/// Bookkeeping of one training session: trace, timing and checkpoint schedule.
+struct Session<'a> {
+    trace: Vec<TracePoint>,
+    t0: Instant,
+    offset: f64,
+    last_save: Instant,
+    since_save: usize,
+    ckpt: Option<(&'a Checkpoints, CheckpointPolicy)>,
+    loss_csv: &'a Path,
+}
+
+impl Session<'_> {
+    fn seconds(&self) -> f64 {
+        self.offset + self.t0.elapsed().as_secs_f64()
+    }
+
+    /// Records a point and saves a checkpoint when one is due (or `force`).
+    fn record(
+        &mut self,
+        point: TracePoint,
+        opt: impl FnOnce() -> OptState,
+        force: bool,
+    ) -> Result<()> {
+        self.trace.push(point);
+        self.since_save += 1;
+        let Some((c, policy)) = self.ckpt else {
+            return Ok(());
+        };
+        let due = self.since_save >= policy.every
+            || self.last_save.elapsed().as_secs_f64() >= policy.seconds;
+        if force || due {
+            c.save(&Checkpoint {
+                opt: opt(),
+                trace: self.trace.clone(),
+            })?;
+            write_trace(self.loss_csv, &self.trace)?;
+            self.since_save = 0;
+            self.last_save = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// Writes the loss trace as CSV (atomically).
+fn write_trace(path: &Path, trace: &[TracePoint]) -> Result<()> {
+    let mut out = String::from("iteration,evaluations,loss,max_abs_gradient,seconds\n");
+    for p in trace {
+        out.push_str(&format!(
+            "{},{},{:.9e},{},{:.3}\n",
+            p.iteration,
+            p.evals,
+            p.loss,
+            if p.gmax.is_nan() {
+                String::new()
+            } else {
+                format!("{:.6e}", p.gmax)
+            },
+            p.seconds
+        ));
+    }
+    crate::model::write_atomic(path, out.as_bytes())
 }
 
 /// Parameters, final loss, stop reason, iterations, evaluations.
@@ -230,8 +366,8 @@ fn run_lbfgs(
     penalty: Penalty,
     lbfgs: &LbfgsParams,
     seed: u64,
-    trace: &mut dyn Write,
-    t0: Instant,
+    resumed: Option<LbfgsState>,
+    session: &mut Session,
 ) -> Result<Outcome> {
     let obj = Objective::new(arch, penalty, store);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -239,42 +375,62 @@ fn run_lbfgs(
         let (loss, g) = obj.eval::<f32>(theta)?;
         Ok((loss.total, g))
     };
-    let mut io_err = None;
-    let mut progress = |it: &crate::optim::Iteration| {
-        let secs = t0.elapsed().as_secs_f64();
-        if let Err(e) = writeln!(
-            trace,
-            "{},{},{:.9e},{:.6e},{:.3}",
-            it.iter, it.evals, it.f, it.gmax, secs
-        ) {
-            io_err.get_or_insert(e);
-        }
-        if it.iter.is_multiple_of(if tty { 1 } else { 10 }) || it.iter == lbfgs.max_iter {
-            say(format!(
-                "train: iter {:4}/{}  loss {:.6}  max|g| {:.2e}  evals {}  {:.2} s/iter",
-                it.iter,
-                lbfgs.max_iter,
-                it.f,
-                it.gmax,
-                it.evals,
-                secs / it.iter.max(1) as f64
-            ));
+    let mut st = match resumed {
+        Some(s) => s,
+        None => {
+            let s = LbfgsState::start(arch.init(seed), &mut fg)?;
+            let it = s.progress();
+            let point = TracePoint {
+                iteration: 0,
+                evals: it.evals,
+                loss: it.f,
+                gmax: it.gmax,
+                seconds: session.seconds(),
+            };
+            session.record(point, || OptState::Lbfgs(s.clone()), true)?;
+            s
         }
     };
-    let (state, stop) = minimize(arch.init(seed), lbfgs, &mut fg, &mut progress)?;
-    if let Some(e) = io_err {
-        return Err(Error::Io {
-            path: "loss.csv".into(),
-            source: e,
-        });
+    let stop = loop {
+        let stop = st.step(lbfgs, &mut fg)?;
+        let it = st.progress();
+        if stop.is_none() {
+            let point = TracePoint {
+                iteration: it.iter,
+                evals: it.evals,
+                loss: it.f,
+                gmax: it.gmax,
+                seconds: session.seconds(),
+            };
+            session.record(point, || OptState::Lbfgs(st.clone()), false)?;
+            if it.iter.is_multiple_of(if tty { 1 } else { 10 }) {
+                say(format!(
+                    "train: iter {:4}/{}  loss {:.6}  max|g| {:.2e}  evals {}  {:.2} s/iter",
+                    it.iter,
+                    lbfgs.max_iter,
+                    it.f,
+                    it.gmax,
+                    it.evals,
+                    session.seconds() / it.iter.max(1) as f64
+                ));
+            }
+        }
+        if let Some(s) = stop {
+            break s;
+        }
+    };
+    if let Some((c, _)) = session.ckpt {
+        c.save(&Checkpoint {
+            opt: OptState::Lbfgs(st.clone()),
+            trace: session.trace.clone(),
+        })?;
     }
-    Ok((
-        state.x,
-        state.f,
-        format!("{stop:?}"),
-        state.iter,
-        state.evals,
-    ))
+    if let Stop::LineSearchFailed(why) = &stop {
+        say(format!(
+            "train: line search failed ({why}); keeping the last good point"
+        ));
+    }
+    Ok((st.x, st.f, format!("{stop:?}"), st.iter, st.evals))
 }
 
 fn run_minibatch(
@@ -283,16 +439,15 @@ fn run_minibatch(
     penalty: Penalty,
     mb: &MinibatchParams,
     seed: u64,
-    trace: &mut dyn Write,
-    t0: Instant,
+    resumed: Option<MinibatchState>,
+    session: &mut Session,
 ) -> Result<Outcome> {
-    let mut state = MinibatchState::new(arch.init(seed));
-    let steps_per_epoch = store.rows().div_ceil(mb.batch);
-    let mut io_err = None;
+    let mut state = resumed.unwrap_or_else(|| MinibatchState::new(arch.init(seed)));
+    let per_epoch = steps_per_epoch(store, mb.batch);
     while state.epoch < mb.epochs {
         let mut prog = Progress::new(
             format!("train: epoch {}/{}", state.epoch + 1, mb.epochs),
-            steps_per_epoch,
+            per_epoch - state.pos,
             "steps",
         );
         run_epoch(
@@ -303,11 +458,15 @@ fn run_minibatch(
             seed,
             &mut state,
             &mut |s, loss| {
-                let secs = t0.elapsed().as_secs_f64();
-                if let Err(e) = writeln!(trace, "{},{},{loss:.9e},,{secs:.3}", s.steps, s.steps) {
-                    io_err.get_or_insert(e);
-                }
+                let point = TracePoint {
+                    iteration: s.steps as usize,
+                    evals: s.steps as usize,
+                    loss,
+                    gmax: f64::NAN,
+                    seconds: session.seconds(),
+                };
                 prog.inc(1);
+                session.record(point, || OptState::Minibatch(s.clone()), false)
             },
         )?;
         prog.finish();
@@ -317,11 +476,11 @@ fn run_minibatch(
             state.epoch_loss.last().copied().unwrap_or(f64::NAN)
         ));
     }
-    if let Some(e) = io_err {
-        return Err(Error::Io {
-            path: "loss.csv".into(),
-            source: e,
-        });
+    if let Some((c, _)) = session.ckpt {
+        c.save(&Checkpoint {
+            opt: OptState::Minibatch(state.clone()),
+            trace: session.trace.clone(),
+        })?;
     }
     // The reported loss is the full-batch objective at the final parameters.
     let (loss, _) = Objective::new(arch, penalty, store).eval::<f32>(&state.theta)?;
@@ -410,9 +569,23 @@ pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<()> {
 }
 
 /// Runs every stage of `cfg`; returns the run folder and the results.
-pub fn run(cfg: &Config) -> Result<(PathBuf, Vec<ResultRow>)> {
+///
+/// A run folder remembers what is done: a patch store or model made by the same
+/// config is reused, training resumes from its newest checkpoint, and existing
+/// feature files of the same model are kept. `restart` discards all of it first.
+pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
     let dir = cfg.run_dir();
-    for d in [dir.clone(), dir.join("features"), dir.join("confusion")] {
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    // Opening the checkpoint database takes the run folder's lock first, so a second
+    // process on the same folder stops here before touching anything.
+    let ckpt = Checkpoints::open(&dir.join("checkpoint.sled"), &cfg.training_hash(), restart)?;
+    if restart {
+        for f in ["patches.arrow", "model.sae", "results.csv", "loss.csv"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let _ = std::fs::remove_dir_all(dir.join("features"));
+    }
+    for d in [dir.join("features"), dir.join("confusion")] {
         std::fs::create_dir_all(&d).map_err(Error::io(&d))?;
     }
     let cfg_text = toml::to_string(cfg).expect("config serialises");
@@ -444,31 +617,61 @@ pub fn run(cfg: &Config) -> Result<(PathBuf, Vec<ResultRow>)> {
         cfg.model.decoder,
     )?;
     let store_path = dir.join("patches.arrow");
-    sample_patches(
-        &ds.unlabeled,
-        &spec,
-        cfg.patches.norm_spec(),
-        &store_path,
-        cfg.train.chunk,
-    )?;
+    let reuse_store = Store::open(&store_path, Kind::Patches)
+        .ok()
+        .is_some_and(|s| s.meta("sae.config") == Some(cfg.patches_hash().as_str()));
+    if reuse_store {
+        say(format!("patches: reusing {}", store_path.display()));
+    } else {
+        sample_patches(
+            &ds.unlabeled,
+            &spec,
+            cfg.patches.norm_spec(),
+            &store_path,
+            cfg.train.chunk,
+            &[("sae.config", cfg.patches_hash())],
+        )?;
+    }
     let store = Store::open(&store_path, Kind::Patches)?;
-    let trained = train(
-        &store,
-        arch,
-        cfg.model.penalty(),
-        &cfg.train,
-        cfg.seed,
-        &dir.join("loss.csv"),
-    )?;
-    let model = trained.model;
-    model.save(&dir.join("model.sae"))?;
+    let model_path = dir.join("model.sae");
+    let model = match Model::load(&model_path) {
+        Ok(m) if m.header.config == cfg.training_hash() => {
+            say(format!("train: reusing {}", model_path.display()));
+            m
+        }
+        _ => {
+            let _ = std::fs::remove_dir_all(dir.join("features"));
+            std::fs::create_dir_all(dir.join("features"))
+                .map_err(Error::io(dir.join("features")))?;
+            let policy = CheckpointPolicy {
+                every: cfg.train.checkpoint_every.max(1),
+                seconds: cfg.train.checkpoint_seconds,
+            };
+            let trained = train_resumable(
+                &store,
+                arch,
+                cfg.model.penalty(),
+                &cfg.train,
+                cfg.seed,
+                &dir.join("loss.csv"),
+                Some((&ckpt, policy)),
+            )?;
+            let mut model = trained.model;
+            model.header.config = cfg.training_hash();
+            model.save(&model_path)?;
+            model
+        }
+    };
     draw(&model, &store, &dir)?;
 
     let mut results = Vec::new();
     let feat = |n: &str, split: &str| dir.join("features").join(format!("{n}-{split}.arrow"));
     if cfg.classify.raw_baseline {
-        write_raw(&ds.train, &feat("raw", "train"))?;
-        write_raw(&ds.test, &feat("raw", "test"))?;
+        for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
+            if !feat("raw", split).exists() {
+                write_raw(set, &feat("raw", split))?;
+            }
+        }
         let which = cfg
             .classify
             .raw_classifiers
@@ -489,13 +692,15 @@ pub fn run(cfg: &Config) -> Result<(PathBuf, Vec<ResultRow>)> {
         for &mode in &cfg.features.modes {
             let name = format!("step{step}-{}", mode.name());
             for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
-                enc.write_features(
-                    set,
-                    step,
-                    mode,
-                    &feat(&name, split),
-                    &format!("encode {name} {split}"),
-                )?;
+                if !feat(&name, split).exists() {
+                    enc.write_features(
+                        set,
+                        step,
+                        mode,
+                        &feat(&name, split),
+                        &format!("encode {name} {split}"),
+                    )?;
+                }
             }
             results.extend(classify_set(
                 cfg,

@@ -337,6 +337,11 @@ impl Store {
         (b.offset() as usize, len)
     }
 
+    /// Rows in batch `i`.
+    pub fn batch_rows(&self, i: usize) -> usize {
+        self.starts[i + 1] - self.starts[i]
+    }
+
     /// Hands batch `i`'s pages back to the page cache once it has been used.
     pub fn release(&self, i: usize) {
         let (off, len) = self.block_range(i);

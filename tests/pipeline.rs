@@ -131,7 +131,7 @@ raw_baseline = false
     let cfg_path = d.path().join("e2e.toml");
     std::fs::write(&cfg_path, cfg_text).unwrap();
     let cfg = sae::config::Config::load(&cfg_path).unwrap();
-    let (dir, results) = sae::pipeline::run(&cfg).unwrap();
+    let (dir, results) = sae::pipeline::run(&cfg, false).unwrap();
     let acc = results[0].accuracy;
     assert!(
         acc > 0.35,
@@ -183,6 +183,7 @@ fn damaged_model_is_refused() {
             patch: 8,
             channels: 3,
             loss: 1.0,
+            config: String::new(),
         },
         net,
     };
@@ -214,6 +215,7 @@ fn minibatch_training_reduces_the_loss() {
         sae::preprocess::NormSpec::Ufldl,
         &store_path,
         1000,
+        &[],
     )
     .unwrap();
     let store = sae::store::Store::open(&store_path, sae::store::Kind::Patches).unwrap();

@@ -3,5 +3,6 @@
 mod cli;
 mod pipeline;
 mod readers;
+mod resume;
 mod store;
 mod util;

@@ -1,0 +1,271 @@
+//! Training checkpoints in sled, so that a run killed at any moment resumes from its
+//! last checkpoint and ends with the same parameters as an uninterrupted run.
+//!
+//! Key scheme (one sled database per run folder, `checkpoint.sled/`):
+//!
+//! ```text
+//! meta            JSON: format version and the hash of the config that made the run
+//! ckpt/<n:020>    one checkpoint: version (u32 LE), CRC-32 (u32 LE), bincode body
+//! latest          n of the newest complete checkpoint (u64 BE)
+//! ```
+//!
+//! A checkpoint and the `latest` pointer are written in one sled batch and flushed
+//! (fsync) before training goes on, so after a kill the database opens with the newest
+//! checkpoint that was fully written; the previous one is kept as well. Randomness
+//! needs no saved state: every random stream is derived from (seed, purpose, index),
+//! so the optimiser's position (iteration, epoch, step) fixes it. sled's file lock
+//! makes a second process on the same run folder fail with a clear error.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::minibatch::MinibatchState;
+use crate::optim::LbfgsState;
+
+/// Checkpoint body format version.
+pub const VERSION: u32 = 1;
+
+/// The optimiser's state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OptState {
+    /// Full-batch L-BFGS.
+    Lbfgs(LbfgsState),
+    /// Mini-batch SGD or Adam.
+    Minibatch(MinibatchState),
+}
+
+/// One row of the loss trace.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TracePoint {
+    /// Iteration or step.
+    pub iteration: usize,
+    /// Function evaluations.
+    pub evals: usize,
+    /// Loss.
+    pub loss: f64,
+    /// max |g| (NaN for mini-batch steps).
+    pub gmax: f64,
+    /// Seconds of training so far (over all sessions).
+    pub seconds: f64,
+}
+
+/// Everything a training run needs to continue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Optimiser state (parameters included).
+    pub opt: OptState,
+    /// The loss trace so far.
+    pub trace: Vec<TracePoint>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    version: u32,
+    config_hash: String,
+}
+
+/// A run's checkpoint database.
+pub struct Checkpoints {
+    path: PathBuf,
+    db: sled::Db,
+}
+
+fn sled_err(path: &Path, e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            Error::bad(
+                path,
+                "in use by another sae process (the run folder is locked); wait for it or \
+             point this run elsewhere",
+            )
+        }
+        sled::Error::Io(io) => Error::Io {
+            path: path.to_path_buf(),
+            source: io,
+        },
+        other => Error::bad(path, format!("checkpoint database: {other}")),
+    }
+}
+
+impl Checkpoints {
+    /// Opens (or creates) the database at `path` for a run with `config_hash`. A
+    /// database made by another config is refused unless `restart`, which clears it.
+    pub fn open(path: &Path, config_hash: &str, restart: bool) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| sled_err(path, e))?;
+        let me = Checkpoints {
+            path: path.to_path_buf(),
+            db,
+        };
+        let meta = me.db.get("meta").map_err(|e| sled_err(path, e))?;
+        let fresh = Meta {
+            version: VERSION,
+            config_hash: config_hash.to_string(),
+        };
+        match meta {
+            Some(m) if !restart => {
+                let m: Meta = serde_json::from_slice(&m)
+                    .map_err(|e| Error::bad(path, format!("unreadable meta: {e}")))?;
+                if m.version != VERSION {
+                    return Err(Error::bad(
+                        path,
+                        format!(
+                            "incompatible checkpoint version {}; this build reads {VERSION} \
+                             (use --restart to begin afresh)",
+                            m.version
+                        ),
+                    ));
+                }
+                if m.config_hash != config_hash {
+                    return Err(Error::bad(
+                        path,
+                        format!(
+                            "checkpoint was made by a different config (hash {} vs {config_hash}); \
+                             use --restart to begin afresh, or another run name",
+                            m.config_hash
+                        ),
+                    ));
+                }
+            }
+            _ => {
+                me.db.clear().map_err(|e| sled_err(path, e))?;
+                me.db
+                    .insert("meta", serde_json::to_vec(&fresh).expect("meta serialises"))
+                    .map_err(|e| sled_err(path, e))?;
+                me.db.flush().map_err(|e| sled_err(path, e))?;
+            }
+        }
+        Ok(me)
+    }
+
+    /// Saves `c` as the newest checkpoint (durable when this returns).
+    pub fn save(&self, c: &Checkpoint) -> Result<()> {
+        let body = bincode::serialize(c).expect("checkpoint serialises");
+        let mut blob = Vec::with_capacity(body.len() + 8);
+        blob.extend_from_slice(&VERSION.to_le_bytes());
+        blob.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        blob.extend_from_slice(&body);
+        let n = self.latest_id()?.map_or(0, |n| n + 1);
+        let mut batch = sled::Batch::default();
+        batch.insert(format!("ckpt/{n:020}").as_bytes(), blob);
+        batch.insert("latest", &n.to_be_bytes());
+        if n >= 2 {
+            batch.remove(format!("ckpt/{:020}", n - 2).as_bytes());
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| sled_err(&self.path, e))?;
+        self.db.flush().map_err(|e| sled_err(&self.path, e))?;
+        Ok(())
+    }
+
+    fn latest_id(&self) -> Result<Option<u64>> {
+        let v = self.db.get("latest").map_err(|e| sled_err(&self.path, e))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok().map(u64::from_be_bytes)))
+    }
+
+    /// The newest checkpoint, if any.
+    pub fn latest(&self) -> Result<Option<Checkpoint>> {
+        let Some(n) = self.latest_id()? else {
+            return Ok(None);
+        };
+        let key = format!("ckpt/{n:020}");
+        let blob = self
+            .db
+            .get(&key)
+            .map_err(|e| sled_err(&self.path, e))?
+            .ok_or_else(|| Error::bad(&self.path, format!("{key} is missing")))?;
+        decode(&self.path, &blob).map(Some)
+    }
+}
+
+/// Decodes a checkpoint blob, checking version and checksum.
+pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
+    if blob.len() < 8 {
+        return Err(Error::bad(path, "checkpoint blob too short"));
+    }
+    let version = u32::from_le_bytes(blob[..4].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(Error::bad(
+            path,
+            format!("incompatible checkpoint version {version}; this build reads {VERSION}"),
+        ));
+    }
+    let crc = u32::from_le_bytes(blob[4..8].try_into().expect("4 bytes"));
+    if crc32fast::hash(&blob[8..]) != crc {
+        return Err(Error::bad(path, "checkpoint checksum mismatch (damaged)"));
+    }
+    bincode::deserialize(&blob[8..])
+        .map_err(|e| Error::bad(path, format!("undecodable checkpoint: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ckpt(x: f64) -> Checkpoint {
+        Checkpoint {
+            opt: OptState::Minibatch(MinibatchState::new(vec![x; 5])),
+            trace: vec![TracePoint {
+                iteration: 1,
+                evals: 1,
+                loss: x,
+                gmax: f64::NAN,
+                seconds: 0.5,
+            }],
+        }
+    }
+
+    #[test]
+    fn save_load_and_config_guard() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.sled");
+        {
+            let c = Checkpoints::open(&p, "abc", false).unwrap();
+            assert!(c.latest().unwrap().is_none());
+            for i in 0..4 {
+                c.save(&ckpt(i as f64)).unwrap();
+            }
+            let OptState::Minibatch(s) = c.latest().unwrap().unwrap().opt else {
+                panic!()
+            };
+            assert_eq!(s.theta[0], 3.0);
+        }
+        let e = Checkpoints::open(&p, "other", false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("different config"), "{e}");
+        let c = Checkpoints::open(&p, "other", true).unwrap();
+        assert!(c.latest().unwrap().is_none());
+    }
+
+    #[test]
+    fn damaged_blob_is_refused() {
+        let c = ckpt(1.0);
+        let body = bincode::serialize(&c).unwrap();
+        let mut blob = VERSION.to_le_bytes().to_vec();
+        blob.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        blob.extend_from_slice(&body);
+        assert!(decode(Path::new("x"), &blob).is_ok());
+        let k = blob.len() - 3;
+        blob[k] ^= 0xff;
+        assert!(decode(Path::new("x"), &blob)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
+        blob[0] = 9;
+        assert!(decode(Path::new("x"), &blob)
+            .unwrap_err()
+            .to_string()
+            .contains("version"));
+    }
+}

@@ -1,0 +1,185 @@
+//! Kill and resume: a run killed with SIGKILL at random moments and restarted ends with
+//! exactly the parameters of an uninterrupted run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{bin, run_bin, tmp};
+
+fn config(dir: &Path, name: &str, optimizer: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+name = "{name}"
+out_dir = "{}"
+seed = 3
+[synth]
+layout = "cifar10"
+train = 200
+test = 100
+[data]
+format = "cifar10"
+[patches]
+count = 20000
+norm = "ufldl"
+[model]
+hidden = [24]
+[train]
+optimizer = "{optimizer}"
+max_iter = 60
+epochs = 3
+batch_size = 500
+learning_rate = 0.01
+chunk = 4000
+checkpoint_every = 1
+[features]
+steps = [8]
+modes = ["pool"]
+[classify]
+classifiers = ["lr"]
+raw_baseline = false
+"#,
+        dir.display()
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn losses(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(4).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+fn kill_and_resume(optimizer: &str) {
+    let d = tmp();
+    let whole = config(d.path(), "whole", optimizer);
+    let (ok, _, err) = run_bin(&["-q", "run", whole.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    let cut = config(d.path(), "cut", optimizer);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut r = sae::rng::stream(seed, sae::rng::Stream::Shuffle, 0);
+    let (mut kills, mut resumes) = (0, 0);
+    loop {
+        let t = Instant::now();
+        let mut child = Command::new(bin())
+            .args(["run", cut.to_str().unwrap()])
+            .current_dir(d.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait = Duration::from_millis(sae::rng::uniform(&mut r, 300.0, 1500.0) as u64);
+        let mut finished = None;
+        while t.elapsed() < wait {
+            if let Some(s) = child.try_wait().unwrap() {
+                finished = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match finished {
+            Some(s) => {
+                let out = child.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(s.success(), "resumed run failed (seed {seed}): {err}");
+                break;
+            }
+            None if kills < 8 => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                resumes += 1;
+            }
+            None => {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                break;
+            }
+        }
+    }
+    eprintln!("{optimizer}: {kills} kills, {resumes} resumes (seed {seed})");
+    let a = sae::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
+    let b = sae::model::Model::load(&d.path().join("cut/model.sae")).unwrap();
+    assert_eq!(
+        a.net.theta, b.net.theta,
+        "parameters differ (seed {seed}, {kills} kills)"
+    );
+    assert_eq!(
+        losses(&d.path().join("whole")),
+        losses(&d.path().join("cut"))
+    );
+    assert!(
+        kills > 0,
+        "the run finished before the first kill; the test proved nothing"
+    );
+}
+
+#[test]
+fn lbfgs_resumes_exactly_after_sigkill() {
+    kill_and_resume("lbfgs");
+}
+
+#[test]
+fn adam_resumes_exactly_after_sigkill() {
+    kill_and_resume("adam");
+}
+
+#[test]
+fn second_process_on_a_run_folder_is_refused() {
+    let d = tmp();
+    let cfg = config(d.path(), "busy", "lbfgs");
+    let mut first = Command::new(bin())
+        .args(["-q", "run", cfg.to_str().unwrap()])
+        .current_dir(d.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first process holds the lock (its database exists).
+    let db = d.path().join("busy/checkpoint.sled");
+    let t = Instant::now();
+    while !db.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (ok, _, err) = run_bin(&["-q", "run", cfg.to_str().unwrap()], d.path());
+    let first_done = first.try_wait().unwrap().is_some();
+    first.kill().ok();
+    first.wait().unwrap();
+    if !first_done {
+        assert!(
+            !ok && err.contains("in use by another sae process"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn checkpoint_of_another_config_is_refused() {
+    let d = tmp();
+    let cfg = config(d.path(), "x", "lbfgs");
+    let (ok, _, err) = run_bin(&["-q", "run", cfg.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("hidden = [24]", "hidden = [20]");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, _, err) = run_bin(&["-q", "run", cfg.to_str().unwrap()], d.path());
+    assert!(
+        !ok && err.contains("different config") && err.contains("--restart"),
+        "{err}"
+    );
+    let (ok, _, err) = run_bin(&["-q", "run", "--restart", cfg.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+}
