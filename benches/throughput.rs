@@ -101,7 +101,7 @@ fn main() {
     }
     // Encoding: 96x96 images, pooled, ufldl scaling, at several steps.
     let side = 96;
-    let n_img = if quick { 64 } else { 256 };
+    let n_img = if quick { 64 } else { 128 };
     let shape = Shape::rgb(side);
     let bytes: Vec<u8> = (0..n_img * shape.pixels())
         .map(|i| ((i * 7 + i / 300) % 251) as u8)

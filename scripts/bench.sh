@@ -27,7 +27,7 @@ cargo bench --quiet --bench throughput -- $qflag --hidden "$hidden" | grep '^{' 
 
 peer_dir="../shared/peer"
 if [ -d "$peer_dir" ] && python3 -c "import numpy, scipy, sklearn" 2>/dev/null; then
-  if [ "$mode" = "--full" ]; then prows=131072; pimg=256; else prows=32768; pimg=64; fi
+  if [ "$mode" = "--full" ]; then prows=131072; pimg=128; else prows=32768; pimg=64; fi
   python3 scripts/peer_bench.py --peer "$peer_dir" --rows "$prows" --hidden "$hidden" \
     --images "$pimg" > "$out/peer.jsonl"
 else

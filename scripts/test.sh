@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: unit and integration tests in release mode (the numeric tests are
-# slow unoptimised). Tests on real images read ../shared/data when it exists and say
+# slow unoptimised). Benchmarks are only compiled here (scripts/ci.sh); run them with
+# scripts/bench.sh. Tests on real images read ../shared/data when it exists and say
 # so when it does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
-cargo test --release --all-targets "$@"
+cargo test --release --lib --bins --tests "$@"

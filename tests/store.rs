@@ -131,3 +131,65 @@ fn polars_reads_the_store() {
         other => panic!("python polars could not read the store: {other:?}"),
     }
 }
+
+#[test]
+fn thread_count_does_not_change_the_result() {
+    let x = rows(9000, 12);
+    let mem = MemoryRows {
+        data: x.view(),
+        chunk: 4000,
+    };
+    let arch = Architecture::new(12, &[7], None, Decoder::Linear).unwrap();
+    let pen = Penalty {
+        lambda: 1e-4,
+        beta: 3.0,
+        rho: 0.05,
+    };
+    let theta = arch.init(2);
+    let eval = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                Objective::new(&arch, pen, &mem)
+                    .eval::<f32>(&theta)
+                    .unwrap()
+            })
+    };
+    let (l1, g1) = eval(1);
+    for t in [2, 3, 5] {
+        let (l, g) = eval(t);
+        assert_eq!(l.total, l1.total, "{t} threads");
+        assert_eq!(g, g1, "{t} threads");
+    }
+}
+
+#[test]
+fn store_of_another_patch_size_is_refused_by_training() {
+    let d = tmp();
+    let p = d.path().join("s.arrow");
+    let x = rows(50, 108);
+    let ids: Vec<u32> = (0..50).collect();
+    let mut meta = HashMap::new();
+    meta.insert("sae.patch".into(), "6".into());
+    meta.insert("sae.channels".into(), "3".into());
+    meta.insert("sae.norm".into(), r#"{"kind":"ufldl","pstd":0.3}"#.into());
+    write_all(&p, Kind::Patches, x.view(), &[&ids, &ids, &ids], &meta).unwrap();
+    let store = Store::open(&p, Kind::Patches).unwrap();
+    let arch = Architecture::new(192, &[5], None, Decoder::Sigmoid).unwrap();
+    let pen = Penalty {
+        lambda: 1e-4,
+        beta: 3.0,
+        rho: 0.05,
+    };
+    let tc = sae::config::TrainConfig::default();
+    let e = sae::pipeline::train(&store, arch, pen, &tc, 1, &d.path().join("l.csv"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("s.arrow") && e.contains("108") && e.contains("192"),
+        "{e}"
+    );
+}
