@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ingest::{ImageSet, Shape};
-use crate::patches::{extract, grid};
+use crate::patches::grid;
 use crate::preprocess::Normaliser;
 use crate::progress::Progress;
 use crate::sae::{encode, Network};
@@ -95,14 +95,29 @@ impl Encoder {
         let n = hi - lo;
         let mut x = Array2::<f32>::zeros((n * npos, d));
         let mut hwc = vec![0u8; s.pixels()];
+        // The image as f32 colour planes, once, so that each patch row is a copy of
+        // `p` contiguous values instead of `p * channels` scattered byte reads.
+        let mut planes = vec![0f32; s.pixels()];
+        let (h, w) = (s.height, s.width);
         {
             let flat = x.as_slice_mut().expect("standard layout");
             for (k, i) in (lo..hi).enumerate() {
                 set.read_hwc(i, &mut hwc);
+                for (j, &v) in hwc.iter().enumerate() {
+                    let (pix, c) = (j / s.channels, j % s.channels);
+                    planes[c * h * w + pix] = f32::from(v) / 255.0;
+                }
                 let mut at = k * npos * d;
                 for &y in &rows {
                     for &xx in &cols {
-                        extract(&hwc, s, p, y, xx, &mut flat[at..at + d]);
+                        let out = &mut flat[at..at + d];
+                        for c in 0..s.channels {
+                            for r in 0..p {
+                                let src = c * h * w + (y + r) * w + xx;
+                                out[c * p * p + r * p..][..p]
+                                    .copy_from_slice(&planes[src..src + p]);
+                            }
+                        }
                         at += d;
                     }
                 }
