@@ -32,6 +32,11 @@ pub struct Config {
     /// Worker threads (0: all cores).
     #[serde(default)]
     pub threads: usize,
+    /// Where patch stores, models, checkpoints and features go, named by the hash of
+    /// what determines them, so runs that share work share files (sweeps set this).
+    /// Unset: inside the run folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
     /// Synthetic data to generate first (instead of reading `data.path`).
     #[serde(default)]
     pub synth: Option<SynthConfig>,

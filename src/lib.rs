@@ -44,5 +44,6 @@ pub mod rng;
 pub mod sae;
 pub mod show;
 pub mod store;
+pub mod sweep;
 
 pub use error::{Error, Result};

@@ -43,6 +43,12 @@ enum Cmd {
         #[arg(long)]
         restart: bool,
     },
+    /// Run every combination of a sweep file's grid (skipping finished runs) and gather
+    /// the results table.
+    Sweep {
+        /// The sweep file.
+        sweep: PathBuf,
+    },
     /// Write a synthetic labelled dataset in the CIFAR-10 or STL-10 binary layout.
     Synth {
         /// Output folder.
@@ -228,6 +234,11 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gradcheck => cmd_gradcheck(),
+        Cmd::Sweep { sweep } => {
+            let root = sae::sweep::run_sweep(&sweep)?;
+            println!("results: {}", root.join("results.csv").display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Sample {
             format,
             data,

@@ -5,12 +5,16 @@
 //! runs/<name>/config.toml            the config as run
 //!             patches.arrow          normalised training patches (+ image, x, y)
 //!             model.sae              network + normalisation
-//!             loss.csv               L-BFGS trace
+//!             checkpoint.sled/       training checkpoints
+//!             loss.csv               training trace
 //!             filters.png patches.png
 //!             features/<set>-{train,test}.arrow
 //!             results.csv            accuracy per feature set and classifier
 //!             confusion/<set>-<classifier>.csv
 //! ```
+//!
+//! With `cache_dir` set (sweeps), the store, model, checkpoints and features go to the
+//! cache under hashed names instead, and the run folder keeps the rest ([`Paths`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,11 +39,61 @@ use crate::sae::objective::{Objective, Penalty};
 use crate::sae::{Architecture, Network};
 use crate::store::{read_features, Kind, Store, StoreWriter};
 
+/// Where a run's artefacts live: in the run folder, or in the shared cache under
+/// names that carry the hash of what determines them.
+pub struct Paths {
+    /// Synthetic data folder.
+    pub data: PathBuf,
+    /// Patch store.
+    pub store: PathBuf,
+    /// Model file.
+    pub model: PathBuf,
+    /// Loss trace of the training that made the model.
+    pub loss: PathBuf,
+    /// Checkpoint database.
+    pub checkpoints: PathBuf,
+    /// Feature files.
+    pub features: PathBuf,
+}
+
+impl Paths {
+    /// The paths of `cfg`.
+    pub fn of(cfg: &Config) -> Paths {
+        let dir = cfg.run_dir();
+        match &cfg.cache_dir {
+            None => Paths {
+                data: dir.join("data"),
+                store: dir.join("patches.arrow"),
+                model: dir.join("model.sae"),
+                loss: dir.join("loss.csv"),
+                checkpoints: dir.join("checkpoint.sled"),
+                features: dir.join("features"),
+            },
+            Some(c) => {
+                let (p, t) = (cfg.patches_hash(), cfg.training_hash());
+                Paths {
+                    data: c.join(format!("data-{p}")),
+                    store: c.join(format!("patches-{p}.arrow")),
+                    model: c.join(format!("model-{t}.sae")),
+                    loss: c.join(format!("model-{t}.loss.csv")),
+                    checkpoints: c.join(format!("checkpoints-{t}.sled")),
+                    features: c.join(format!("features-{t}")),
+                }
+            }
+        }
+    }
+}
+
+/// The model file of a run.
+pub fn model_path(cfg: &Config) -> PathBuf {
+    Paths::of(cfg).model
+}
+
 /// Opens the run's dataset, generating it first when the config asks for synthetic data.
 pub fn open_data(cfg: &Config, dir: &Path) -> Result<Dataset> {
     let path = match &cfg.synth {
         Some(s) => {
-            let out = dir.join("data");
+            let out = dir.to_path_buf();
             let spec = SynthSpec {
                 layout: s.layout,
                 train: s.train,
@@ -575,22 +629,31 @@ pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<()> {
 /// feature files of the same model are kept. `restart` discards all of it first.
 pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
     let dir = cfg.run_dir();
-    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-    // Opening the checkpoint database takes the run folder's lock first, so a second
-    // process on the same folder stops here before touching anything.
-    let ckpt = Checkpoints::open(&dir.join("checkpoint.sled"), &cfg.training_hash(), restart)?;
-    if restart {
-        for f in ["patches.arrow", "model.sae", "results.csv", "loss.csv"] {
-            let _ = std::fs::remove_file(dir.join(f));
-        }
-        let _ = std::fs::remove_dir_all(dir.join("features"));
+    let paths = Paths::of(cfg);
+    for d in [&dir, paths.store.parent().unwrap_or(&dir)] {
+        std::fs::create_dir_all(d).map_err(Error::io(d))?;
     }
-    for d in [dir.join("features"), dir.join("confusion")] {
-        std::fs::create_dir_all(&d).map_err(Error::io(&d))?;
+    // Opening the checkpoint database takes the lock first, so a second process on
+    // the same run stops here before touching anything.
+    let ckpt = Checkpoints::open(&paths.checkpoints, &cfg.training_hash(), restart)?;
+    if restart {
+        for f in [
+            &paths.store,
+            &paths.model,
+            &paths.loss,
+            &dir.join("results.csv"),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_dir_all(&paths.features);
+        let _ = std::fs::remove_file(dir.join("done.json"));
+    }
+    for d in [&paths.features, &dir.join("confusion")] {
+        std::fs::create_dir_all(d).map_err(Error::io(d))?;
     }
     let cfg_text = toml::to_string(cfg).expect("config serialises");
     crate::model::write_atomic(&dir.join("config.toml"), cfg_text.as_bytes())?;
-    let ds = open_data(cfg, &dir)?;
+    let ds = open_data(cfg, &paths.data)?;
     for n in &ds.notes {
         say(format!("data: {n}"));
     }
@@ -616,7 +679,7 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
         cfg.model.sparse_layer,
         cfg.model.decoder,
     )?;
-    let store_path = dir.join("patches.arrow");
+    let store_path = paths.store.clone();
     let reuse_store = Store::open(&store_path, Kind::Patches)
         .ok()
         .is_some_and(|s| s.meta("sae.config") == Some(cfg.patches_hash().as_str()));
@@ -633,7 +696,7 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
         )?;
     }
     let store = Store::open(&store_path, Kind::Patches)?;
-    let model_path = dir.join("model.sae");
+    let model_path = paths.model.clone();
     let model = match Model::load(&model_path) {
         Ok(m) if m.header.config == cfg.training_hash() => {
             say(format!("train: reusing {}", model_path.display()));
@@ -653,7 +716,7 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
                 cfg.model.penalty(),
                 &cfg.train,
                 cfg.seed,
-                &dir.join("loss.csv"),
+                &paths.loss,
                 Some((&ckpt, policy)),
             )?;
             let mut model = trained.model;
@@ -662,10 +725,13 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
             model
         }
     };
+    if paths.loss != dir.join("loss.csv") {
+        std::fs::copy(&paths.loss, dir.join("loss.csv")).map_err(Error::io(&paths.loss))?;
+    }
     draw(&model, &store, &dir)?;
 
     let mut results = Vec::new();
-    let feat = |n: &str, split: &str| dir.join("features").join(format!("{n}-{split}.arrow"));
+    let feat = |n: &str, split: &str| paths.features.join(format!("{n}-{split}.arrow"));
     if cfg.classify.raw_baseline {
         for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
             if !feat("raw", split).exists() {

@@ -183,3 +183,101 @@ fn checkpoint_of_another_config_is_refused() {
     let (ok, _, err) = run_bin(&["-q", "run", "--restart", cfg.to_str().unwrap()], d.path());
     assert!(ok, "{err}");
 }
+
+fn sweep_file(dir: &Path, base: &Path) -> std::path::PathBuf {
+    let p = dir.join("sweep.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"grid\"\nbase = \"{}\"\n[grid]\n\"features.steps\" = [[8], [4]]\n\"model.rho\" = [0.01, 0.05]\n",
+            base.file_name().unwrap().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn accuracies(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn sweep_shares_work_and_survives_sigkill() {
+    let d = tmp();
+    let base = config(d.path(), "base", "lbfgs");
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("max_iter = 60", "max_iter = 15");
+    std::fs::write(&base, text).unwrap();
+    let sweep = sweep_file(d.path(), &base);
+    let (ok, _, err) = run_bin(&["-q", "sweep", sweep.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    let root = d.path().join("grid");
+    let table = accuracies(&root.join("results.csv"));
+    assert_eq!(table.len(), 1 + 4, "{table:?}");
+    // Two rho values: two models; one patch store for all four runs.
+    let cache: Vec<String> = std::fs::read_dir(root.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        cache.iter().filter(|n| n.ends_with(".arrow")).count(),
+        1,
+        "{cache:?}"
+    );
+    assert_eq!(
+        cache.iter().filter(|n| n.ends_with(".sae")).count(),
+        2,
+        "{cache:?}"
+    );
+
+    // The same sweep elsewhere, killed at random moments, ends with the same table.
+    let d2 = tmp();
+    let base2 = d2.path().join("base.toml");
+    let text = std::fs::read_to_string(&base).unwrap().replace(
+        &d.path().display().to_string(),
+        &d2.path().display().to_string(),
+    );
+    std::fs::write(&base2, text).unwrap();
+    let sweep2 = sweep_file(d2.path(), &base2);
+    let mut r = sae::rng::stream(7, sae::rng::Stream::Shuffle, 1);
+    let mut kills = 0;
+    loop {
+        let mut child = Command::new(bin())
+            .args(["-q", "sweep", sweep2.to_str().unwrap()])
+            .current_dir(d2.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let wait = Duration::from_millis(sae::rng::uniform(&mut r, 400.0, 1500.0) as u64);
+        let mut status = None;
+        while t.elapsed() < wait || kills >= 6 {
+            if let Some(s) = child.try_wait().unwrap() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match status {
+            Some(s) => {
+                let out = child.wait_with_output().unwrap();
+                assert!(s.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("sweep: {kills} kills");
+    let table2 = accuracies(&d2.path().join("grid/results.csv"));
+    assert_eq!(table, table2);
+}

@@ -1,0 +1,253 @@
+//! Sweeps: a grid over any config keys, expanded into runs that share work.
+//!
+//! A sweep file names a base run config and a grid:
+//!
+//! ```toml
+//! name = "steps"
+//! base = "../cifar10-small.toml"      # relative to the sweep file
+//! [grid]
+//! "features.steps" = [[24], [16], [8]]
+//! "model.hidden" = [[25], [75, 48, 75]]
+//! ```
+//!
+//! Every combination becomes a run under `<out_dir>/<name>/runs/<k>-<values>/`. All runs
+//! share one cache (`<out_dir>/<name>/cache/`) whose entries are named by the hash of
+//! what determines them, so one patch store serves every model sampled from it, one
+//! trained model serves every step and feature mode, and feature files are computed
+//! once. A run that finished has `done.json`; a restarted sweep skips it, and an
+//! interrupted run resumes from its checkpoint. The rows of every finished run are
+//! gathered into `<out_dir>/<name>/results.csv`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::progress::say;
+
+/// A sweep file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepFile {
+    /// Sweep name (folder under the base config's `out_dir`).
+    pub name: String,
+    /// The base run config, relative to the sweep file.
+    pub base: PathBuf,
+    /// Dotted config key -> values to try.
+    pub grid: toml::Table,
+}
+
+/// One expanded run: its config and the grid values that made it.
+#[derive(Clone, Debug)]
+pub struct SweepRun {
+    /// The run's config (name, out_dir and cache_dir set).
+    pub config: Config,
+    /// (key, value) of each grid axis.
+    pub values: Vec<(String, String)>,
+}
+
+/// Sets `key` (dotted) in `table` to `value`.
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::config(format!("grid.{key}"), "empty key"))?;
+    let mut t = table;
+    for p in parts {
+        t = t
+            .entry(p)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| Error::config(format!("grid.{key}"), format!("`{p}` is not a table")))?;
+    }
+    t.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn short(v: &toml::Value) -> String {
+    let s = match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ','))
+        .collect()
+}
+
+impl SweepFile {
+    /// Reads a sweep file.
+    pub fn load(path: &Path) -> Result<(SweepFile, toml::Table)> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let sweep: SweepFile =
+            toml::from_str(&text).map_err(|e| Error::bad(path, format!("invalid sweep: {e}")))?;
+        let base_path = path.parent().unwrap_or(Path::new(".")).join(&sweep.base);
+        let base_text = std::fs::read_to_string(&base_path).map_err(Error::io(&base_path))?;
+        let base: toml::Table = toml::from_str(&base_text)
+            .map_err(|e| Error::bad(&base_path, format!("invalid config: {e}")))?;
+        if sweep.grid.is_empty() {
+            return Err(Error::bad(path, "the grid is empty"));
+        }
+        Ok((sweep, base))
+    }
+
+    /// Every combination of the grid, each checked as a run config.
+    pub fn expand(&self, base: &toml::Table) -> Result<Vec<SweepRun>> {
+        let axes: Vec<(&String, Vec<toml::Value>)> = self
+            .grid
+            .iter()
+            .map(|(k, v)| match v {
+                toml::Value::Array(a) if !a.is_empty() => Ok((k, a.clone())),
+                _ => Err(Error::config(
+                    format!("grid.{k}"),
+                    "needs a non-empty list of values",
+                )),
+            })
+            .collect::<Result<_>>()?;
+        let total: usize = axes.iter().map(|a| a.1.len()).product();
+        let out_dir = base
+            .get("out_dir")
+            .and_then(|v| v.as_str())
+            .unwrap_or("runs");
+        let root = Path::new(out_dir).join(&self.name);
+        let mut runs = Vec::with_capacity(total);
+        for k in 0..total {
+            let mut t = base.clone();
+            let mut rest = k;
+            let mut values = Vec::new();
+            for (key, vals) in &axes {
+                let v = vals[rest % vals.len()].clone();
+                rest /= vals.len();
+                values.push((key.to_string(), short(&v)));
+                set(&mut t, key, v)?;
+            }
+            let label: Vec<String> = values.iter().map(|(_, v)| v.clone()).collect();
+            let name = format!("{k:03}-{}", label.join("_"));
+            t.insert("name".into(), toml::Value::String(name));
+            t.insert(
+                "out_dir".into(),
+                toml::Value::String(root.join("runs").display().to_string()),
+            );
+            t.insert(
+                "cache_dir".into(),
+                toml::Value::String(root.join("cache").display().to_string()),
+            );
+            let config: Config = toml::Value::Table(t)
+                .try_into()
+                .map_err(|e| Error::config("grid", format!("run {k}: {e}")))?;
+            config.check()?;
+            runs.push(SweepRun { config, values });
+        }
+        Ok(runs)
+    }
+}
+
+/// What `done.json` records about a finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run name.
+    pub name: String,
+    /// Grid values.
+    pub values: Vec<(String, String)>,
+    /// Final training loss.
+    pub final_loss: f64,
+    /// Seconds the run took (this session).
+    pub seconds: f64,
+    /// Peak resident memory of the process so far, in KiB.
+    pub peak_rss_kb: u64,
+}
+
+/// Peak resident set of this process (VmHWM), in KiB.
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs every run of the sweep that is not done yet, then writes the results table.
+pub fn run_sweep(path: &Path) -> Result<PathBuf> {
+    let (sweep, base) = SweepFile::load(path)?;
+    let runs = sweep.expand(&base)?;
+    let root = runs[0]
+        .config
+        .out_dir
+        .parent()
+        .expect("runs live under the sweep folder")
+        .to_path_buf();
+    std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+    let n = runs.len();
+    for (k, r) in runs.iter().enumerate() {
+        let done = r.config.run_dir().join("done.json");
+        if done.exists() {
+            say(format!(
+                "sweep: run {}/{n} {} already done",
+                k + 1,
+                r.config.name
+            ));
+            continue;
+        }
+        say(format!("sweep: run {}/{n} {}", k + 1, r.config.name));
+        let t = std::time::Instant::now();
+        let (dir, _) = crate::pipeline::run(&r.config, false)?;
+        let model = crate::model::Model::load(&crate::pipeline::model_path(&r.config))?;
+        let rec = RunRecord {
+            name: r.config.name.clone(),
+            values: r.values.clone(),
+            final_loss: model.header.loss,
+            seconds: t.elapsed().as_secs_f64(),
+            peak_rss_kb: peak_rss_kb(),
+        };
+        let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
+        crate::model::write_atomic(&dir.join("done.json"), &json)?;
+    }
+    write_table(&root, &runs)?;
+    Ok(root)
+}
+
+/// Gathers every finished run's `results.csv` rows, with its grid values and record,
+/// into `<root>/results.csv`.
+fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
+    let keys: Vec<String> = runs[0].values.iter().map(|(k, _)| k.clone()).collect();
+    let mut out = String::from("run");
+    for k in &keys {
+        out.push(',');
+        out.push_str(k);
+    }
+    out.push_str(
+        ",features,classifier,accuracy,dim,classify_seconds,final_loss,run_seconds,peak_rss_kb\n",
+    );
+    for r in runs {
+        let dir = r.config.run_dir();
+        let done = dir.join("done.json");
+        let Ok(text) = std::fs::read(&done) else {
+            continue;
+        };
+        let rec: RunRecord = serde_json::from_slice(&text)
+            .map_err(|e| Error::bad(&done, format!("unreadable: {e}")))?;
+        let res = dir.join("results.csv");
+        let body = std::fs::read_to_string(&res).map_err(Error::io(&res))?;
+        for line in body.lines().skip(1) {
+            out.push_str(&rec.name);
+            for (_, v) in &rec.values {
+                out.push(',');
+                out.push('"');
+                out.push_str(v);
+                out.push('"');
+            }
+            out.push(',');
+            out.push_str(line);
+            out.push_str(&format!(
+                ",{:.9e},{:.3},{}\n",
+                rec.final_loss, rec.seconds, rec.peak_rss_kb
+            ));
+        }
+    }
+    crate::model::write_atomic(&root.join("results.csv"), out.as_bytes())
+}
