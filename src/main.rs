@@ -26,6 +26,9 @@ struct Args {
     /// No progress output.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Progress and messages as JSON lines on stderr.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -188,7 +191,12 @@ fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            if std::env::args().any(|a| a == "--log-json") {
+                let v = serde_json::json!({"event": "error", "message": format!("{e:#}")});
+                eprintln!("{v}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -197,6 +205,7 @@ fn main() -> ExitCode {
 fn run() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     sae::progress::set_quiet(args.quiet);
+    sae::progress::set_json(args.log_json);
     if let Some(t) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)

@@ -1,12 +1,28 @@
 //! Progress of long stages on stderr: count, rate and ETA, at most once a second.
 //! On a terminal the line redraws in place; otherwise (logs, CI) it prints a line
-//! every 10 % so logs stay short. `set_quiet` silences everything.
+//! every 10 % so logs stay short. `set_quiet` silences everything; `set_json` turns
+//! every message into one JSON object per line, for log collectors.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Switches messages to JSON lines (`{"elapsed_s":..,"event":..,...}`).
+pub fn set_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+fn process_seconds() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
 
 /// Silences (or re-enables) progress output for the whole process.
 pub fn set_quiet(q: bool) {
@@ -42,7 +58,7 @@ impl Progress {
             start: now,
             last: now,
             last_decile: 0,
-            tty: std::io::stderr().is_terminal(),
+            tty: std::io::stderr().is_terminal() && !json(),
         }
     }
 
@@ -69,6 +85,15 @@ impl Progress {
         let secs = self.start.elapsed().as_secs_f64();
         let rate = self.done as f64 / secs.max(1e-9);
         let left = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
+        if json() {
+            let v = serde_json::json!({
+                "elapsed_s": process_seconds(), "event": "progress", "stage": self.label,
+                "done": self.done, "total": self.total, "unit": self.unit,
+                "rate_per_s": rate, "eta_s": if end { 0.0 } else { left }, "finished": end,
+            });
+            eprintln!("{v}");
+            return;
+        }
         let line = if end {
             format!(
                 "{}: {} {} in {:.1} s ({:.0} {}/s)",
@@ -100,7 +125,15 @@ impl Progress {
 
 /// Prints a status line unless quiet.
 pub fn say(msg: impl AsRef<str>) {
-    if !quiet() {
+    if quiet() {
+        return;
+    }
+    if json() {
+        let v = serde_json::json!({
+            "elapsed_s": process_seconds(), "event": "message", "message": msg.as_ref(),
+        });
+        eprintln!("{v}");
+    } else {
         eprintln!("{}", msg.as_ref());
     }
 }

@@ -55,3 +55,50 @@ fn bad_config_names_the_key() {
     let (ok, _, err) = run_bin(&["info", "--format", "cifar10", "missing"], d.path());
     assert!(!ok && err.contains("missing"), "{err}");
 }
+
+#[test]
+fn log_json_writes_one_object_per_line() {
+    let d = tmp();
+    let (ok, _, e2) = run_bin(
+        &["synth", "--out", "s", "--train", "20", "--test", "5"],
+        d.path(),
+    );
+    assert!(ok, "{e2}");
+    let (ok, _, err2) = run_bin(
+        &[
+            "--log-json",
+            "sample",
+            "--format",
+            "cifar10",
+            "--data",
+            "s",
+            "--count",
+            "40000",
+            "--out",
+            "p.arrow",
+        ],
+        d.path(),
+    );
+    assert!(ok, "{err2}");
+    let lines: Vec<&str> = err2.lines().collect();
+    assert!(!lines.is_empty());
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(v.get("event").is_some(), "{l}");
+    }
+    let (ok, _, err3) = run_bin(
+        &[
+            "--log-json",
+            "sample",
+            "--format",
+            "cifar10",
+            "--data",
+            "nowhere",
+            "--out",
+            "q.arrow",
+        ],
+        d.path(),
+    );
+    let v: serde_json::Value = serde_json::from_str(err3.trim()).expect("error as JSON");
+    assert!(!ok && v["event"] == "error" && v["message"].as_str().unwrap().contains("nowhere"));
+}

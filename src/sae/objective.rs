@@ -17,6 +17,13 @@ use super::{affine, sigmoid_inplace, Architecture, Decoder, Real};
 use crate::error::{Error, Result};
 use crate::store::Rows;
 
+/// Largest first-layer activation cache kept between the two passes of an evaluation.
+/// Bounded, so memory stays independent of the store size: big stores just recompute.
+pub const CACHE_BYTES: usize = 256 << 20;
+
+/// First-layer activations of every block, in block order.
+type ActivationCache<F> = Vec<Array2<F>>;
+
 /// Rows per parallel work item. Fixed (not derived from the thread count) so that
 /// results are bit-for-bit repeatable on any number of threads.
 pub const BLOCK: usize = 2048;
@@ -81,12 +88,22 @@ impl<'a> Objective<'a> {
         self
     }
 
-    /// Mean activation of the sparse layer over all rows (ρ̂).
-    fn rho_hat<F: Real>(&self, ws: &[Array2<F>], bs: &[Array1<F>]) -> Result<Array1<f64>> {
+    /// Mean activation of the sparse layer over all rows (ρ̂). When the sparse layer is
+    /// the first hidden layer and its activations for all rows fit [`CACHE_BYTES`],
+    /// they are kept (one array per block, in order) so the second pass skips its
+    /// first matrix product.
+    fn rho_hat<F: Real>(
+        &self,
+        ws: &[Array2<F>],
+        bs: &[Array1<F>],
+    ) -> Result<(Array1<f64>, Option<ActivationCache<F>>)> {
         let s = self.arch.sparse;
+        let keep = s == 1
+            && self.data.rows() * self.arch.sizes[1] * std::mem::size_of::<F>() <= CACHE_BYTES;
+        let mut cache = Vec::new();
         let mut sum = Array1::<f64>::zeros(self.arch.sizes[s]);
         self.data.for_each_chunk(&mut |chunk| {
-            let parts: Vec<Array1<f64>> = blocks(chunk, self.block)
+            let parts: Vec<(Array1<f64>, Option<Array2<F>>)> = blocks(chunk, self.block)
                 .into_par_iter()
                 .map(|x| {
                     let x = F::cast_rows(x);
@@ -96,15 +113,17 @@ impl<'a> Objective<'a> {
                         a = affine(&a.view(), &ws[l], &bs[l]);
                         sigmoid_inplace(&mut a);
                     }
-                    column_sums(&a)
+                    let sums = column_sums(&a);
+                    (sums, keep.then_some(a))
                 })
                 .collect();
-            for p in parts {
+            for (p, a) in parts {
                 sum += &p;
+                cache.extend(a);
             }
             Ok(())
         })?;
-        Ok(sum / self.data.rows() as f64)
+        Ok((sum / self.data.rows() as f64, keep.then_some(cache)))
     }
 
     /// Loss and gradient at `theta`, computing in `F` and summing in f64.
@@ -116,8 +135,10 @@ impl<'a> Objective<'a> {
         let arch = self.arch;
         let Penalty { lambda, beta, rho } = self.penalty;
         let (ws, bs) = arch.unpack::<F>(theta);
+        let mut cache = None;
         let sparse = if beta > 0.0 {
-            let rh = self.rho_hat(&ws, &bs)?;
+            let (rh, c) = self.rho_hat(&ws, &bs)?;
+            cache = c;
             if rh.iter().any(|&r| !(r > 0.0 && r < 1.0)) {
                 return Err(Error::Numeric(
                     "sparse-layer mean activation reached 0 or 1 (saturated units)".into(),
@@ -142,10 +163,17 @@ impl<'a> Objective<'a> {
                 .map(|l| Array1::zeros(arch.sizes[l + 1]))
                 .collect(),
         };
+        let mut cache = cache.map(Vec::into_iter);
         self.data.for_each_chunk(&mut |chunk| {
-            let parts: Vec<Partial> = blocks(chunk, self.block)
+            let bl = blocks(chunk, self.block);
+            let firsts: Vec<Option<Array2<F>>> = match cache.as_mut() {
+                Some(c) => c.by_ref().take(bl.len()).map(Some).collect(),
+                None => vec![None; bl.len()],
+            };
+            let parts: Vec<Partial> = bl
                 .into_par_iter()
-                .map(|x| block_gradient(arch, &ws, &bs, term, x))
+                .zip(firsts)
+                .map(|(x, a1)| block_gradient(arch, &ws, &bs, term, x, a1))
                 .collect();
             for p in parts {
                 total.sq += p.sq;
@@ -215,11 +243,17 @@ fn block_gradient<F: Real>(
     bs: &[Array1<F>],
     sparse_term: Option<&Array1<F>>,
     x: ArrayView2<f32>,
+    first: Option<Array2<F>>,
 ) -> Partial {
     let x = F::cast_rows(x);
     let layers = arch.layers();
     let mut acts: Vec<Array2<F>> = Vec::with_capacity(layers);
+    let mut first = first;
     for l in 0..layers {
+        if let Some(a) = first.take() {
+            acts.push(a);
+            continue;
+        }
         let input = if l == 0 { x.view() } else { acts[l - 1].view() };
         let mut z = affine(&input, &ws[l], &bs[l]);
         if l + 1 < layers || arch.decoder == Decoder::Sigmoid {
