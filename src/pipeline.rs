@@ -285,41 +285,29 @@ pub fn train_resumable(
         loss_csv,
     };
     session.offset = session.trace.last().map_or(0.0, |p| p.seconds);
-    if let Some(c) = &resumed {
+    if resumed.is_some() {
         let last = session.trace.last();
         say(format!(
             "train: resuming from checkpoint at iteration {} (loss {:.6})",
             last.map_or(0, |p| p.iteration),
             last.map_or(f64::NAN, |p| p.loss)
         ));
-        let _ = &c.opt;
     }
-    let (theta, loss, stop, iterations, evals) = match tc.minibatch() {
-        None => {
-            let st = match resumed.map(|c| c.opt) {
-                Some(OptState::Lbfgs(s)) => Some(s),
-                Some(_) => {
-                    return Err(Error::config(
-                        "train.optimizer",
-                        "checkpoint is from another optimiser",
-                    ))
-                }
-                None => None,
-            };
-            run_lbfgs(store, &arch, penalty, &tc.lbfgs(), seed, st, &mut session)?
+    let lbfgs = tc.lbfgs();
+    let (theta, loss, stop, iterations, evals) = match (tc.minibatch(), resumed.map(|c| c.opt)) {
+        (None, None) => run_lbfgs(store, &arch, penalty, &lbfgs, seed, None, &mut session)?,
+        (None, Some(OptState::Lbfgs(s))) => {
+            run_lbfgs(store, &arch, penalty, &lbfgs, seed, Some(s), &mut session)?
         }
-        Some(mb) => {
-            let st = match resumed.map(|c| c.opt) {
-                Some(OptState::Minibatch(s)) => Some(s),
-                Some(_) => {
-                    return Err(Error::config(
-                        "train.optimizer",
-                        "checkpoint is from another optimiser",
-                    ))
-                }
-                None => None,
-            };
-            run_minibatch(store, &arch, penalty, &mb, seed, st, &mut session)?
+        (Some(mb), None) => run_minibatch(store, &arch, penalty, &mb, seed, None, &mut session)?,
+        (Some(mb), Some(OptState::Minibatch(s))) => {
+            run_minibatch(store, &arch, penalty, &mb, seed, Some(s), &mut session)?
+        }
+        _ => {
+            return Err(Error::config(
+                "train.optimizer",
+                "the checkpoint was made by another optimiser (use --restart)",
+            ))
         }
     };
     write_trace(loss_csv, &session.trace)?;
