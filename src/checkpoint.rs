@@ -102,13 +102,29 @@ impl Checkpoints {
     /// Opens (or creates) the database at `path` for a run with `config_hash`. A
     /// database made by another config is refused unless `restart`, which clears it.
     pub fn open(path: &Path, config_hash: &str, restart: bool) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
             // sled caches up to 1 GiB by default; checkpoints are written, rarely read.
-            .cache_capacity(16 << 20)
-            .open()
-            .map_err(|e| sled_err(path, e))?;
+            .cache_capacity(16 << 20);
+        // sled's background flusher keeps a just-dropped database (and its file lock)
+        // alive for a moment, so reopening in the same process can briefly see the lock;
+        // wait up to a second before calling it another process's.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) => {
+                    let err = sled_err(path, e);
+                    let locked = err.to_string().contains("in use by another sae process");
+                    if !locked || tries == 20 {
+                        return Err(err);
+                    }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        };
         let me = Checkpoints {
             path: path.to_path_buf(),
             db,

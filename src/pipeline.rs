@@ -89,11 +89,12 @@ pub fn model_path(cfg: &Config) -> PathBuf {
     Paths::of(cfg).model
 }
 
-/// Opens the run's dataset, generating it first when the config asks for synthetic data.
-pub fn open_data(cfg: &Config, dir: &Path) -> Result<Dataset> {
+/// Opens the run's dataset. When the config asks for synthetic data, it is written
+/// into `synth_dir` first and read from there.
+pub fn open_data(cfg: &Config, synth_dir: &Path) -> Result<Dataset> {
     let path = match &cfg.synth {
         Some(s) => {
-            let out = dir.to_path_buf();
+            let out = synth_dir.to_path_buf();
             let spec = SynthSpec {
                 layout: s.layout,
                 train: s.train,
@@ -234,8 +235,7 @@ pub struct CheckpointPolicy {
 }
 
 /// Trains `arch` on a patch store with the configured optimiser (loss and gradient in
-/// f32, summed in f64), writing the trace to `loss_csv`. With `ckpt`, resumes from its
-/// newest checkpoint and saves new ones as `policy` says, and at the end.
+/// f32, summed in f64), writing the trace to `loss_csv`.
 pub fn train(
     store: &Store,
     arch: Architecture,
@@ -247,7 +247,8 @@ pub fn train(
     train_resumable(store, arch, penalty, tc, seed, loss_csv, None)
 }
 
-/// [`train`] with checkpoints.
+/// [`train`] with checkpoints: resumes from the newest one in `ckpt`, saves new ones as
+/// the policy says, and one at the end.
 pub fn train_resumable(
     store: &Store,
     arch: Architecture,
@@ -668,22 +669,27 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
         cfg.model.decoder,
     )?;
     let store_path = paths.store.clone();
-    let reuse_store = Store::open(&store_path, Kind::Patches)
+    let hash = cfg.patches_hash();
+    let store = match Store::open(&store_path, Kind::Patches)
         .ok()
-        .is_some_and(|s| s.meta("sae.config") == Some(cfg.patches_hash().as_str()));
-    if reuse_store {
-        say(format!("patches: reusing {}", store_path.display()));
-    } else {
-        sample_patches(
-            &ds.unlabeled,
-            &spec,
-            cfg.patches.norm_spec(),
-            &store_path,
-            cfg.train.chunk,
-            &[("sae.config", cfg.patches_hash())],
-        )?;
-    }
-    let store = Store::open(&store_path, Kind::Patches)?;
+        .filter(|s| s.meta("sae.config") == Some(hash.as_str()))
+    {
+        Some(s) => {
+            say(format!("patches: reusing {}", store_path.display()));
+            s
+        }
+        None => {
+            sample_patches(
+                &ds.unlabeled,
+                &spec,
+                cfg.patches.norm_spec(),
+                &store_path,
+                cfg.train.chunk,
+                &[("sae.config", hash.clone())],
+            )?;
+            Store::open(&store_path, Kind::Patches)?
+        }
+    };
     let model_path = paths.model.clone();
     let model = match Model::load(&model_path) {
         Ok(m) if m.header.config == cfg.training_hash() => {
