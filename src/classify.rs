@@ -1,8 +1,10 @@
 //! Classifiers on image features and their evaluation: smartcore's random forest and
-//! logistic regression (the study's pair), accuracy and confusion matrix.
+//! logistic regression (the study's pair), the [`crate::linear`] softmax and L2-SVM
+//! that scale to wide features, accuracy and confusion matrix.
 //!
 //! smartcore types stay inside this module; the rest of `sae` passes ndarray matrices
-//! and u32 labels.
+//! and u32 labels. Features are standardised by the caller ([`Standardiser`], fitted on
+//! the training rows); trees do not care, linear models need it.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +19,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 use crate::error::{Error, Result};
+use crate::linear::{self, LinearParams, Loss};
 
 /// A classifier kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,8 +27,12 @@ use crate::error::{Error, Result};
 pub enum Classifier {
     /// Random forest.
     Rf,
-    /// Logistic regression on standardised features.
+    /// smartcore's logistic regression (the study's; slow on wide features).
     Lr,
+    /// Multinomial logistic regression by L-BFGS, L2 chosen on a validation split.
+    Softmax,
+    /// One-vs-all L2-SVM (squared hinge) by L-BFGS, L2 chosen on a validation split.
+    Svm,
 }
 
 impl Classifier {
@@ -34,17 +41,21 @@ impl Classifier {
         match self {
             Classifier::Rf => "rf",
             Classifier::Lr => "lr",
+            Classifier::Softmax => "softmax",
+            Classifier::Svm => "svm",
         }
     }
 }
 
 /// Classifier settings.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassifyParams {
     /// Trees of the random forest.
     pub rf_trees: u16,
     /// L2 penalty of logistic regression on the summed log-loss (1 = scikit-learn's C = 1).
     pub lr_alpha: f64,
+    /// Softmax and SVM settings.
+    pub linear: LinearParams,
     /// Seed.
     pub seed: u64,
 }
@@ -54,6 +65,12 @@ impl Default for ClassifyParams {
         ClassifyParams {
             rf_trees: 100,
             lr_alpha: 1.0,
+            linear: LinearParams {
+                l2: vec![1e-2, 1e-3, 1e-4],
+                validation: 0.1,
+                max_iter: 300,
+                seed: 0,
+            },
             seed: 0,
         }
     }
@@ -66,6 +83,8 @@ pub struct Evaluation {
     pub accuracy: f64,
     /// `confusion[[true, predicted]]` counts.
     pub confusion: Array2<u32>,
+    /// What was chosen on the way (e.g. the L2 weight), for the log.
+    pub detail: String,
 }
 
 /// Mean and standard deviation per column, fitted on training features.
@@ -75,11 +94,13 @@ pub struct Standardiser {
 }
 
 impl Standardiser {
-    /// Fits on `x`.
+    /// Fits on `x`. Each variance gets 1 % of the mean variance added, so that
+    /// near-constant columns (a rarely active unit) are not blown up into noise.
     pub fn fit(x: &Array2<f32>) -> Self {
         let mean = x.mean_axis(Axis(0)).expect("non-empty");
         let var = x.var_axis(Axis(0), 0.0);
-        let inv_std = var.mapv(|v| if v > 1e-12 { 1.0 / v.sqrt() } else { 1.0 });
+        let floor = 0.01 * var.mean().unwrap_or(0.0) + 1e-12;
+        let inv_std = var.mapv(|v| 1.0 / (v + floor).sqrt());
         Standardiser { mean, inv_std }
     }
 
@@ -96,11 +117,12 @@ fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
 }
 
 /// Fits `which` on the training features and evaluates it on the test features.
+/// `xtr` and `ytr` may be reordered while fitting and are restored before returning.
 pub fn evaluate(
     which: Classifier,
     p: &ClassifyParams,
-    xtr: &Array2<f32>,
-    ytr: &[u32],
+    xtr: &mut Array2<f32>,
+    ytr: &mut [u32],
     xte: &Array2<f32>,
     yte: &[u32],
     classes: usize,
@@ -119,6 +141,7 @@ pub fn evaluate(
         return Err(Error::Classifier("features contain NaN or Inf".into()));
     }
     let fail = |e: smartcore::error::Failed| Error::Classifier(format!("{}: {e}", which.name()));
+    let mut detail = String::new();
     let pred: Vec<u32> = match which {
         Classifier::Rf => {
             // smartcore fits trees one after another; fitting one-tree forests in
@@ -139,16 +162,31 @@ pub fn evaluate(
             majority(&votes, xte.nrows(), classes)
         }
         Classifier::Lr => {
-            let s = Standardiser::fit(xtr);
-            let (mut a, mut b) = (xtr.clone(), xte.clone());
-            s.apply(&mut a);
-            s.apply(&mut b);
             let params = LogisticRegressionParameters::default().with_alpha(p.lr_alpha as f32);
-            let m = LogisticRegression::fit(&dense(&a)?, &ytr.to_vec(), params).map_err(fail)?;
-            m.predict(&dense(&b)?).map_err(fail)?
+            let m = LogisticRegression::fit(&dense(xtr)?, &ytr.to_vec(), params).map_err(fail)?;
+            m.predict(&dense(xte)?).map_err(fail)?
+        }
+        Classifier::Softmax | Classifier::Svm => {
+            let loss = if which == Classifier::Svm {
+                Loss::SquaredHinge
+            } else {
+                Loss::Softmax
+            };
+            let lp = LinearParams {
+                seed: p.seed,
+                ..p.linear.clone()
+            };
+            let f = linear::fit(loss, xtr, ytr, classes, &lp)?;
+            detail = format!("l2 {:.0e}", f.l2);
+            if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
+                detail.push_str(&format!(", validation {acc:.4}"));
+            }
+            f.model.predict(xte.view())
         }
     };
-    Ok(score(&pred, yte, classes))
+    let mut e = score(&pred, yte, classes);
+    e.detail = detail;
+    Ok(e)
 }
 
 /// The most voted class per row (ties go to the smaller label).
@@ -188,6 +226,7 @@ pub fn score(pred: &[u32], truth: &[u32], classes: usize) -> Evaluation {
     Evaluation {
         accuracy: right as f64 / truth.len().max(1) as f64,
         confusion,
+        detail: String::new(),
     }
 }
 
@@ -231,16 +270,26 @@ mod tests {
 
     #[test]
     fn both_classifiers_separate_blobs() {
-        let (xtr, ytr) = blobs(150, 1);
+        let (mut xtr, mut ytr) = blobs(150, 1);
         let (xte, yte) = blobs(90, 2);
+        let (x0, y0) = (xtr.clone(), ytr.clone());
         let p = ClassifyParams {
             rf_trees: 20,
             ..Default::default()
         };
-        for c in [Classifier::Rf, Classifier::Lr] {
-            let e = evaluate(c, &p, &xtr, &ytr, &xte, &yte, 3).unwrap();
+        for c in [
+            Classifier::Rf,
+            Classifier::Lr,
+            Classifier::Softmax,
+            Classifier::Svm,
+        ] {
+            let e = evaluate(c, &p, &mut xtr, &mut ytr, &xte, &yte, 3).unwrap();
             assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
             assert_eq!(e.confusion.sum() as usize, 90);
+            assert!(
+                xtr == x0 && ytr == y0,
+                "{c:?} left the training rows reordered"
+            );
         }
     }
 
@@ -253,14 +302,14 @@ mod tests {
 
     #[test]
     fn nan_features_are_refused() {
-        let (mut xtr, ytr) = blobs(30, 1);
+        let (mut xtr, mut ytr) = blobs(30, 1);
         xtr[[3, 1]] = f32::NAN;
         let (xte, yte) = blobs(9, 2);
         let r = evaluate(
             Classifier::Lr,
             &ClassifyParams::default(),
-            &xtr,
-            &ytr,
+            &mut xtr,
+            &mut ytr,
             &xte,
             &yte,
             3,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Classifier, ClassifyParams};
 use crate::error::{Error, Result};
-use crate::features::Mode;
+use crate::features::{Code, Mode};
 use crate::ingest::synth::Layout;
 use crate::ingest::Format;
 use crate::optim::LbfgsParams;
@@ -103,6 +103,13 @@ pub struct DataConfig {
     /// Sample patches from only the first N unlabeled images (0: all).
     #[serde(default)]
     pub unlabeled_limit: usize,
+    /// Resize every image to this side first, by area averaging (0: as stored).
+    #[serde(default)]
+    pub resize: usize,
+    /// Train on one fold of the training set (1-based line of `fold_indices.txt` in the
+    /// data folder: STL-10's protocol of ten folds of 1,000 images; 0: all images).
+    #[serde(default)]
+    pub fold: usize,
 }
 
 fn auto() -> String {
@@ -118,6 +125,8 @@ impl Default for DataConfig {
             train_limit: 0,
             test_limit: 0,
             unlabeled_limit: 0,
+            resize: 0,
+            fold: 0,
         }
     }
 }
@@ -324,6 +333,22 @@ pub struct FeatureConfig {
     pub steps: Vec<usize>,
     /// Feature modes.
     pub modes: Vec<Mode>,
+    /// Code: "sigmoid" (the study's), "softthreshold" or "triangle".
+    pub encoder: EncoderKind,
+    /// Threshold α of the soft-threshold code.
+    pub alpha: f64,
+}
+
+/// The code of [`FeatureConfig::encoder`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    /// Sigmoid activations.
+    Sigmoid,
+    /// Two-sided soft threshold.
+    Softthreshold,
+    /// k-means triangle activations.
+    Triangle,
 }
 
 impl Default for FeatureConfig {
@@ -331,6 +356,19 @@ impl Default for FeatureConfig {
         FeatureConfig {
             steps: vec![8],
             modes: vec![Mode::Pool],
+            encoder: EncoderKind::Sigmoid,
+            alpha: 0.25,
+        }
+    }
+}
+
+impl FeatureConfig {
+    /// The code the encoder computes.
+    pub fn code(&self) -> Code {
+        match self.encoder {
+            EncoderKind::Sigmoid => Code::Sigmoid,
+            EncoderKind::Softthreshold => Code::SoftThreshold(self.alpha as f32),
+            EncoderKind::Triangle => Code::Triangle,
         }
     }
 }
@@ -350,6 +388,13 @@ pub struct ClassifyConfig {
     pub rf_trees: u16,
     /// Logistic-regression L2 weight.
     pub lr_alpha: f64,
+    /// Candidate L2 weights of softmax and svm (on the mean loss), chosen on a
+    /// validation split.
+    pub l2: Vec<f64>,
+    /// Fraction of training images held out to choose `l2`.
+    pub validation: f64,
+    /// L-BFGS iterations of softmax and svm.
+    pub max_iter: usize,
 }
 
 impl Default for ClassifyConfig {
@@ -360,6 +405,9 @@ impl Default for ClassifyConfig {
             raw_classifiers: None,
             rf_trees: 100,
             lr_alpha: 1.0,
+            l2: vec![1e-2, 1e-3, 1e-4],
+            validation: 0.1,
+            max_iter: 300,
         }
     }
 }
@@ -370,6 +418,12 @@ impl ClassifyConfig {
         ClassifyParams {
             rf_trees: self.rf_trees,
             lr_alpha: self.lr_alpha,
+            linear: crate::linear::LinearParams {
+                l2: self.l2.clone(),
+                validation: self.validation,
+                max_iter: self.max_iter,
+                seed,
+            },
             seed,
         }
     }
@@ -409,6 +463,9 @@ impl Config {
         if p.size == 0 {
             return bad("patches.size", "must be at least 1");
         }
+        if self.data.resize > 0 && self.data.resize < p.size {
+            return bad("data.resize", "images cannot be smaller than patches.size");
+        }
         if !(p.zca_eps >= 0.0 && p.cn_eps >= 0.0) {
             return bad("patches.zca_eps", "epsilons must be non-negative");
         }
@@ -443,17 +500,52 @@ impl Config {
         if self.features.steps.contains(&0) {
             return bad("features.steps", "steps must be at least 1");
         }
+        if !(self.features.alpha >= 0.0 && self.features.alpha.is_finite()) {
+            return bad("features.alpha", "must be a non-negative number");
+        }
         if self.classify.rf_trees == 0 {
             return bad("classify.rf_trees", "must be at least 1");
+        }
+        let c = &self.classify;
+        if c.l2.is_empty() || c.l2.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
+            return bad("classify.l2", "needs at least one non-negative value");
+        }
+        if !(0.0..0.9).contains(&c.validation) {
+            return bad("classify.validation", "must lie in [0, 0.9)");
+        }
+        if c.max_iter == 0 {
+            return bad("classify.max_iter", "must be at least 1");
         }
         Ok(())
     }
 
-    /// Hash of what determines the patch store: data, sampling, normalisation, seed.
+    /// Hash of what determines the images before any selection: the source and size.
+    pub fn data_hash(&self) -> String {
+        let d = &self.data;
+        let key = serde_json::json!({
+            "synth": self.synth, "seed": self.synth.as_ref().map(|_| self.seed),
+            "format": d.format, "path": d.path, "order": d.pixel_order, "resize": d.resize,
+        });
+        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
+    }
+
+    /// Hash of which labelled images are used: the source, limits and fold.
+    pub fn labelled_hash(&self) -> String {
+        let d = &self.data;
+        let key = serde_json::json!({
+            "data": self.data_hash(), "train": d.train_limit, "test": d.test_limit,
+            "fold": d.fold,
+        });
+        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
+    }
+
+    /// Hash of what determines the patch store: the unlabeled images, sampling,
+    /// normalisation, seed. Which labelled images are used (limits, fold) is not part
+    /// of it, so runs that only differ there share patches and models.
     pub fn patches_hash(&self) -> String {
         let key = serde_json::json!({
-            "synth": self.synth, "data": self.data, "patches": self.patches,
-            "seed": self.seed, "chunk": self.train.chunk,
+            "data": self.data_hash(), "unlabeled_limit": self.data.unlabeled_limit,
+            "patches": self.patches, "seed": self.seed, "chunk": self.train.chunk,
         });
         format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
     }

@@ -1,5 +1,7 @@
 //! Image features: every labelled image is cut into patches on a grid of a given step,
-//! normalised as in training, encoded by the sparse layer, and the codes are either
+//! normalised as in training, encoded by the sparse layer ([`Code`]: the study's
+//! sigmoid activations, a two-sided soft threshold, or k-means "triangle" activations
+//! on the distances to the code layer's weight vectors), and the codes are either
 //! concatenated (`concat`, the study's) or sum-pooled over the four quadrants of the
 //! response grid (`pool`, Coates 2011: 4·H values).
 //!
@@ -11,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +22,7 @@ use crate::ingest::{ImageSet, Shape};
 use crate::patches::grid;
 use crate::preprocess::Normaliser;
 use crate::progress::Progress;
-use crate::sae::{encode, Network};
+use crate::sae::{affine, encode, sigmoid_inplace, Network};
 use crate::store::{Kind, StoreWriter};
 
 /// Patch rows per tile: a tile holds this many patches (at least one image).
@@ -46,12 +48,47 @@ impl Mode {
     }
 }
 
+/// How the code layer (weights `W`, bias `b`, H units) turns its input `a` into
+/// features.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Code {
+    /// `sigmoid(W·a + b)`: the autoencoder's own activations (H values).
+    Sigmoid,
+    /// `[max(0, W·a − α), max(0, −W·a − α)]` (2·H values, Coates & Ng 2011). The
+    /// bias is left out: the autoencoder learns it to make the sigmoid sparse, and
+    /// with it the thresholded code classified far worse (39.7 % against 51.7 % on
+    /// `cifar10-small`, H = 400).
+    SoftThreshold(f32),
+    /// `max(0, mean_k d_k − d_k)` with `d_k = |a − W_k|` (H values, Coates et al. 2011).
+    Triangle,
+}
+
+impl Code {
+    /// Features per code unit.
+    pub fn width(self) -> usize {
+        match self {
+            Code::SoftThreshold(_) => 2,
+            Code::Sigmoid | Code::Triangle => 1,
+        }
+    }
+
+    /// Short tag for file names (empty for the study's sigmoid code).
+    pub fn tag(self) -> String {
+        match self {
+            Code::Sigmoid => String::new(),
+            Code::SoftThreshold(a) => format!("-soft{a}"),
+            Code::Triangle => "-triangle".into(),
+        }
+    }
+}
+
 /// A trained network with its normalisation, ready to encode images.
 pub struct Encoder {
     layers: Vec<(Array2<f32>, Array1<f32>)>,
     norm: Normaliser,
     patch: usize,
     code: usize,
+    kind: Code,
 }
 
 impl Encoder {
@@ -62,6 +99,61 @@ impl Encoder {
             norm,
             patch,
             code: net.arch.code_size(),
+            kind: Code::Sigmoid,
+        }
+    }
+
+    /// The same encoder with another code.
+    pub fn with_code(mut self, kind: Code) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Features per patch.
+    pub fn code_width(&self) -> usize {
+        self.code * self.kind.width()
+    }
+
+    /// Codes of normalised patches (rows of `x`).
+    pub fn codes(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let (last, rest) = self.layers.split_last().expect("at least one layer");
+        let a = if rest.is_empty() {
+            CowArray::from(x)
+        } else {
+            CowArray::from(encode(rest, x))
+        };
+        let (w, b) = last;
+        match self.kind {
+            Code::Sigmoid => {
+                let mut z = affine(&a.view(), w, b);
+                sigmoid_inplace(&mut z);
+                z
+            }
+            Code::SoftThreshold(alpha) => {
+                let z = a.dot(&w.t());
+                let h = z.ncols();
+                let mut out = Array2::<f32>::zeros((z.nrows(), 2 * h));
+                for (zr, mut or) in z.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {
+                    for (k, &v) in zr.iter().enumerate() {
+                        or[k] = (v - alpha).max(0.0);
+                        or[h + k] = (-v - alpha).max(0.0);
+                    }
+                }
+                out
+            }
+            Code::Triangle => {
+                let mut z = a.dot(&w.t());
+                let wn: Vec<f32> = w.axis_iter(Axis(0)).map(|r| r.dot(&r)).collect();
+                for (ar, mut zr) in a.axis_iter(Axis(0)).zip(z.axis_iter_mut(Axis(0))) {
+                    let an = ar.dot(&ar);
+                    zr.iter_mut()
+                        .zip(&wn)
+                        .for_each(|(v, &n)| *v = (an - 2.0 * *v + n).max(0.0).sqrt());
+                    let mean = zr.mean().unwrap_or(0.0);
+                    zr.mapv_inplace(|d| (mean - d).max(0.0));
+                }
+                z
+            }
         }
     }
 
@@ -72,8 +164,8 @@ impl Encoder {
             grid(shape.width, self.patch, step).len(),
         );
         match mode {
-            Mode::Concat => r * c * self.code,
-            Mode::Pool => 4 * self.code,
+            Mode::Concat => r * c * self.code_width(),
+            Mode::Pool => 4 * self.code_width(),
         }
     }
 
@@ -123,8 +215,8 @@ impl Encoder {
                 }
             }
         }
-        let codes = encode(&self.layers, self.norm.apply(x).view());
-        let h = self.code;
+        let codes = self.codes(self.norm.apply(x).view());
+        let h = self.code_width();
         let mut out = Array2::<f32>::zeros((n, self.feature_dim(s, step, mode)));
         let (hr, hc) = (rows.len().div_ceil(2), cols.len().div_ceil(2));
         for k in 0..n {
@@ -156,6 +248,20 @@ impl Encoder {
         path: &Path,
         label: &str,
     ) -> Result<usize> {
+        self.write_part(set, 0..set.len(), step, mode, path, label)
+    }
+
+    /// Encodes images `range` of `set` (one rank's share) and writes their features to
+    /// `path`; returns rows.
+    pub fn write_part(
+        &self,
+        set: &ImageSet,
+        range: std::ops::Range<usize>,
+        step: usize,
+        mode: Mode,
+        path: &Path,
+        label: &str,
+    ) -> Result<usize> {
         if step == 0 {
             return Err(Error::config("features.steps", "step must be at least 1"));
         }
@@ -170,12 +276,13 @@ impl Encoder {
         meta.insert("sae.mode".into(), mode.name().into());
         let dim = self.feature_dim(s, step, mode);
         let mut w = StoreWriter::create(path, Kind::Features, dim, 4096, &meta)?;
-        let tiles: Vec<(usize, usize)> = (0..set.len())
+        let end = range.end.min(set.len());
+        let tiles: Vec<(usize, usize)> = (range.start..end)
             .step_by(per_tile)
-            .map(|lo| (lo, (lo + per_tile).min(set.len())))
+            .map(|lo| (lo, (lo + per_tile).min(end)))
             .collect();
         let group = 2 * rayon::current_num_threads();
-        let mut prog = Progress::new(label, set.len(), "images");
+        let mut prog = Progress::new(label, end.saturating_sub(range.start), "images");
         for g in tiles.chunks(group) {
             let feats: Vec<Array2<f32>> = g
                 .par_iter()

@@ -12,8 +12,11 @@
 //!    in parallel blocks, full-batch L-BFGS, numerical gradient check;
 //! 4. [`features`]: fused, tiled encoding of every image at any step, `concat` or
 //!    quadrant `pool`; [`show`] draws filters;
-//! 5. [`classify`]: random forest and logistic regression, accuracy and confusion;
-//! 6. [`pipeline`]: the stages chained from one [`config::Config`] into a run folder.
+//! 5. [`classify`]: random forest and logistic regression (smartcore, the study's),
+//!    and [`linear`] softmax / L2-SVM classifiers that scale to wide features;
+//! 6. [`pipeline`]: the stages chained from one [`config::Config`] into a run folder;
+//!    [`sweep`] runs grids of them, [`results`] tables and [`report`] pages with
+//!    [`plot`]s show what came out.
 //!
 //! ```no_run
 //! let cfg = sae::config::Config::load(std::path::Path::new("configs/demo.toml"))?;
@@ -29,17 +32,22 @@
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
+pub mod dist;
 pub mod error;
 pub mod features;
 pub mod ingest;
+pub mod linear;
 pub mod minibatch;
 pub mod mmap;
 pub mod model;
 pub mod optim;
 pub mod patches;
 pub mod pipeline;
+pub mod plot;
 pub mod preprocess;
 pub mod progress;
+pub mod report;
+pub mod results;
 pub mod rng;
 pub mod sae;
 pub mod show;

@@ -7,10 +7,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use sae::config::Config;
+use sae::dist::{Comm, Single};
 use sae::features::{Encoder, Mode};
 use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
 use sae::ingest::{Dataset, Format, OpenOptions};
 use sae::model::Model;
+use sae::pipeline::encode_shared;
 use sae::store::{Kind, Store};
 
 #[derive(Parser)]
@@ -51,6 +53,12 @@ enum Cmd {
     Sweep {
         /// The sweep file.
         sweep: PathBuf,
+    },
+    /// Turn a result table (a run or sweep folder, or its results.parquet) into
+    /// markdown tables, PNG/SVG plots and an HTML page under `<folder>/report/`.
+    Report {
+        /// Run or sweep folder, or a results.parquet.
+        results: PathBuf,
     },
     /// Write a synthetic labelled dataset in the CIFAR-10 or STL-10 binary layout.
     Synth {
@@ -212,12 +220,24 @@ fn run() -> anyhow::Result<ExitCode> {
             .build_global()
             .context("cannot set the thread count")?;
     }
+    // Under mpirun every process runs this; without the `mpi` feature it is alone.
+    #[cfg(feature = "mpi")]
+    let comm: Box<dyn Comm> = match sae::dist::Mpi::init() {
+        Some(m) => Box::new(m),
+        None => Box::new(Single),
+    };
+    #[cfg(not(feature = "mpi"))]
+    let comm: Box<dyn Comm> = Box::new(Single);
+    let comm = comm.as_ref();
+    if !comm.is_root() {
+        sae::progress::set_quiet(true);
+    }
     match args.cmd {
         Cmd::Run {
             config,
             out,
             restart,
-        } => cmd_run(config, out, restart),
+        } => cmd_run(config, out, restart, comm),
         Cmd::Synth {
             out,
             format,
@@ -244,8 +264,24 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Gradcheck => cmd_gradcheck(),
         Cmd::Sweep { sweep } => {
-            let root = sae::sweep::run_sweep(&sweep)?;
-            println!("results: {}", root.join("results.csv").display());
+            let root = sae::sweep::run_sweep_with(&sweep, comm)?;
+            if !comm.is_root() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "results: {} (and .parquet)",
+                root.join("results.csv").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Report { results } => {
+            let r = sae::report::write_report(&results)?;
+            print!("{}", r.markdown);
+            println!(
+                "report: {} ({} plots)",
+                r.dir.join("index.html").display(),
+                r.plots.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sample {
@@ -306,7 +342,19 @@ fn run() -> anyhow::Result<ExitCode> {
             let arch =
                 sae::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
             let loss_csv = out.with_extension("loss.csv");
-            let t = sae::pipeline::train(&store, arch, model.penalty(), &tc, seed, &loss_csv)?;
+            let t = sae::pipeline::train_resumable(
+                &store,
+                arch,
+                model.penalty(),
+                &tc,
+                seed,
+                &loss_csv,
+                None,
+                comm,
+            )?;
+            if !comm.is_root() {
+                return Ok(ExitCode::SUCCESS);
+            }
             t.model.save(&out)?;
             println!(
                 "wrote {} (loss {:.6}, {})",
@@ -360,15 +408,23 @@ fn run() -> anyhow::Result<ExitCode> {
             let enc = Encoder::new(&m.net, m.header.norm.clone(), m.header.patch);
             for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
                 let path = out.join(format!("{split}.arrow"));
-                let n = enc.write_features(set, step, mode, &path, &format!("encode {split}"))?;
-                println!("wrote {} ({n} images)", path.display());
+                let label = format!("encode {split}");
+                let n = encode_shared(&enc, set, step, mode, &path, &label, comm)?;
+                if comm.is_root() {
+                    println!("wrote {} ({n} images)", path.display());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn cmd_run(config: PathBuf, out: Option<PathBuf>, restart: bool) -> anyhow::Result<ExitCode> {
+fn cmd_run(
+    config: PathBuf,
+    out: Option<PathBuf>,
+    restart: bool,
+    comm: &dyn Comm,
+) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::load(&config)?;
     if let Some(o) = out {
         cfg.out_dir = o;
@@ -379,17 +435,18 @@ fn cmd_run(config: PathBuf, out: Option<PathBuf>, restart: bool) -> anyhow::Resu
             .num_threads(cfg.threads)
             .build_global();
     }
-    let (dir, results) = sae::pipeline::run(&cfg, restart)?;
-    println!("{:<16} {:<4} {:>8}", "features", "clf", "accuracy");
-    for r in &results {
-        println!(
-            "{:<16} {:<4} {:>8.4}",
-            r.features,
-            r.classifier.name(),
-            r.accuracy
-        );
+    let (dir, results) = sae::pipeline::run_with(&cfg, restart, comm)?;
+    if !comm.is_root() {
+        return Ok(ExitCode::SUCCESS);
     }
-    println!("results: {}", dir.join("results.csv").display());
+    println!("{:<22} {:<8} {:>8}", "features", "clf", "accuracy");
+    for r in &results {
+        println!("{:<22} {:<8} {:>8.4}", r.features, r.classifier, r.accuracy);
+    }
+    println!(
+        "results: {} (and .parquet)",
+        dir.join("results.csv").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,7 @@ use ndarray::Axis;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::rng::{stream, Stream};
 use crate::sae::objective::{Objective, Penalty};
@@ -142,13 +143,16 @@ pub fn epoch_order(batches: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 /// Runs the rest of the current epoch from `state` (which may stop mid-epoch, after a
 /// checkpoint), calling `after_step(state, loss)` after each step; it returns an error
-/// to stop the run.
+/// to stop the run. Under `comm` every rank reads each mini-batch and evaluates its
+/// share of the rows.
+#[allow(clippy::too_many_arguments)]
 pub fn run_epoch(
     store: &Store,
     arch: &Architecture,
     penalty: Penalty,
     p: &MinibatchParams,
     seed: u64,
+    comm: &dyn Comm,
     state: &mut MinibatchState,
     after_step: &mut dyn FnMut(&MinibatchState, f64) -> Result<()>,
 ) -> Result<()> {
@@ -174,12 +178,18 @@ pub fn run_epoch(
                 skip -= 1;
                 continue;
             }
+            // Each rank takes its share of the mini-batch; the sums are all-reduced.
+            let mine = mb.slice_move(ndarray::s![
+                crate::dist::share(mb.nrows(), comm.rank(), comm.size()),
+                ..
+            ]);
             let data = MemoryRows {
-                data: mb,
-                chunk: mb.nrows(),
+                data: mine,
+                chunk: mine.nrows().max(1),
             };
             let (loss, g) = Objective::new(arch, penalty, &data)
                 .with_block(MINI_BLOCK)
+                .with_comm(comm)
                 .eval::<f32>(&state.theta)?;
             if loss.total > 1e12 {
                 return Err(Error::Numeric(format!(

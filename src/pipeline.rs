@@ -9,7 +9,7 @@
 //!             loss.csv               training trace
 //!             filters.png patches.png
 //!             features/<set>-{train,test}.arrow
-//!             results.csv            accuracy per feature set and classifier
+//!             results.csv, .parquet  accuracy per feature set and classifier
 //!             confusion/<set>-<classifier>.csv
 //! ```
 //!
@@ -23,10 +23,12 @@ use std::time::Instant;
 use ndarray::{s, Axis};
 
 use crate::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
-use crate::classify::{evaluate, write_confusion, Classifier};
+use crate::classify::{evaluate, write_confusion, Classifier, Standardiser};
 use crate::config::{Config, TrainConfig};
+use crate::dist::{broadcast_value, Comm, Single};
 use crate::error::{Error, Result};
 use crate::features::{write_raw, Encoder};
+use crate::ingest::resize::resized;
 use crate::ingest::synth::{write_dataset, SynthSpec};
 use crate::ingest::{Dataset, ImageSet, OpenOptions};
 use crate::minibatch::{run_epoch, steps_per_epoch, MinibatchParams, MinibatchState};
@@ -35,15 +37,18 @@ use crate::optim::{LbfgsParams, LbfgsState, Stop};
 use crate::patches::{sample_chunk, PatchSpec};
 use crate::preprocess::{Fitter, NormSpec, Normaliser};
 use crate::progress::{say, Progress};
+use crate::results::Record;
 use crate::sae::objective::{Objective, Penalty};
 use crate::sae::{Architecture, Network};
-use crate::store::{read_features, Kind, Store, StoreWriter};
+use crate::store::{read_features, Kind, Shard, Store, StoreWriter};
 
 /// Where a run's artefacts live: in the run folder, or in the shared cache under
 /// names that carry the hash of what determines them.
 pub struct Paths {
     /// Synthetic data folder.
     pub data: PathBuf,
+    /// Resized images (with `data.resize`).
+    pub images: PathBuf,
     /// Patch store.
     pub store: PathBuf,
     /// Model file.
@@ -63,21 +68,23 @@ impl Paths {
         match &cfg.cache_dir {
             None => Paths {
                 data: dir.join("data"),
+                images: dir.join("images"),
                 store: dir.join("patches.arrow"),
                 model: dir.join("model.sae"),
                 loss: dir.join("loss.csv"),
                 checkpoints: dir.join("checkpoint.sled"),
-                features: dir.join("features"),
+                features: dir.join("features").join(cfg.labelled_hash()),
             },
             Some(c) => {
                 let (p, t) = (cfg.patches_hash(), cfg.training_hash());
                 Paths {
                     data: c.join(format!("data-{p}")),
+                    images: c.join(format!("images-{}", cfg.data_hash())),
                     store: c.join(format!("patches-{p}.arrow")),
                     model: c.join(format!("model-{t}.sae")),
                     loss: c.join(format!("model-{t}.loss.csv")),
                     checkpoints: c.join(format!("checkpoints-{t}.sled")),
-                    features: c.join(format!("features-{t}")),
+                    features: c.join(format!("features-{t}-{}", cfg.labelled_hash())),
                 }
             }
         }
@@ -90,11 +97,18 @@ pub fn model_path(cfg: &Config) -> PathBuf {
 }
 
 /// Opens the run's dataset. When the config asks for synthetic data, it is written
-/// into `synth_dir` first and read from there.
-pub fn open_data(cfg: &Config, synth_dir: &Path) -> Result<Dataset> {
+/// into `paths.data` first and read from there; resized images go to `paths.images`.
+pub fn open_data(cfg: &Config, paths: &Paths) -> Result<Dataset> {
+    open_data_as(cfg, paths, true)
+}
+
+/// [`open_data`]; without `write`, synthetic data and resized copies must already be
+/// there (another rank wrote them).
+fn open_data_as(cfg: &Config, paths: &Paths, write: bool) -> Result<Dataset> {
     let path = match &cfg.synth {
+        Some(_) if !write => paths.data.clone(),
         Some(s) => {
-            let out = synth_dir.to_path_buf();
+            let out = paths.data.clone();
             let spec = SynthSpec {
                 layout: s.layout,
                 train: s.train,
@@ -130,11 +144,53 @@ pub fn open_data(cfg: &Config, synth_dir: &Path) -> Result<Dataset> {
         },
     };
     let mut ds = Dataset::open(format, &path, &opts)?;
+    let side = cfg.data.resize;
+    if side > 0 && ds.train.shape() != crate::ingest::Shape::rgb(side) {
+        let dir = &paths.images;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let t = Instant::now();
+        let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
+        let hash = cfg.data_hash();
+        let at = |split: &str| dir.join(format!("{hash}-{side}-{split}.u8"));
+        ds.train = resized(&ds.train, side, &at("train"))?;
+        ds.test = resized(&ds.test, side, &at("test"))?;
+        ds.unlabeled = if same {
+            ds.train.clone()
+        } else {
+            resized(&ds.unlabeled, side, &at("unlabeled"))?
+        };
+        say(format!(
+            "data: resized to {side}x{side} in {:.1} s -> {}",
+            t.elapsed().as_secs_f64(),
+            dir.display()
+        ));
+    }
+    if cfg.data.fold > 0 {
+        ds.train = ds.train.select(&fold_indices(&path, cfg.data.fold)?)?;
+    }
     let limit = |set: ImageSet, n: usize| if n > 0 { set.truncated(n) } else { set };
     ds.train = limit(ds.train, cfg.data.train_limit);
     ds.test = limit(ds.test, cfg.data.test_limit);
     ds.unlabeled = limit(ds.unlabeled, cfg.data.unlabeled_limit);
     Ok(ds)
+}
+
+/// The training-image indices of fold `fold` (1-based) in `<data>/fold_indices.txt`:
+/// one line per fold of 0-based, space-separated indices, as STL-10 ships them.
+pub fn fold_indices(data: &Path, fold: usize) -> Result<Vec<usize>> {
+    let path = data.join("fold_indices.txt");
+    let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
+    let line = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .nth(fold - 1)
+        .ok_or_else(|| Error::bad(&path, format!("has no fold {fold}")))?;
+    line.split_whitespace()
+        .map(|v| {
+            v.parse()
+                .map_err(|_| Error::bad(&path, format!("fold {fold}: {v:?} is not an index")))
+        })
+        .collect()
 }
 
 /// Samples patches from `images`, fits the normalisation on them, and writes the
@@ -244,11 +300,14 @@ pub fn train(
     seed: u64,
     loss_csv: &Path,
 ) -> Result<Trained> {
-    train_resumable(store, arch, penalty, tc, seed, loss_csv, None)
+    train_resumable(store, arch, penalty, tc, seed, loss_csv, None, &Single)
 }
 
 /// [`train`] with checkpoints: resumes from the newest one in `ckpt`, saves new ones as
-/// the policy says, and one at the end.
+/// the policy says, and one at the end. Under `comm` every rank trains on its shard of
+/// the store; rank 0 holds the checkpoints (pass `None` elsewhere) and sends the
+/// resumed state to the others.
+#[allow(clippy::too_many_arguments)]
 pub fn train_resumable(
     store: &Store,
     arch: Architecture,
@@ -257,6 +316,7 @@ pub fn train_resumable(
     seed: u64,
     loss_csv: &Path,
     ckpt: Option<(&Checkpoints, CheckpointPolicy)>,
+    comm: &dyn Comm,
 ) -> Result<Trained> {
     let (norm, patch, channels) = store_geometry(store)?;
     if store.dim() != arch.visible() {
@@ -273,6 +333,11 @@ pub fn train_resumable(
         Some((c, _)) => c.latest()?,
         None => None,
     };
+    let resumed = if comm.size() > 1 {
+        broadcast_value(comm, comm.is_root().then_some(resumed))?
+    } else {
+        resumed
+    };
     let mut session = Session {
         trace: resumed
             .as_ref()
@@ -284,6 +349,7 @@ pub fn train_resumable(
         since_save: 0,
         ckpt,
         loss_csv,
+        comm,
     };
     session.offset = session.trace.last().map_or(0.0, |p| p.seconds);
     if resumed.is_some() {
@@ -311,7 +377,9 @@ pub fn train_resumable(
             ))
         }
     };
-    write_trace(loss_csv, &session.trace)?;
+    if comm.is_root() {
+        write_trace(loss_csv, &session.trace)?;
+    }
     let seconds = session.seconds();
     say(format!(
         "train: stopped ({stop}) after {iterations} iterations, {evals} evaluations, \
@@ -346,6 +414,7 @@ struct Session<'a> {
     since_save: usize,
     ckpt: Option<(&'a Checkpoints, CheckpointPolicy)>,
     loss_csv: &'a Path,
+    comm: &'a dyn Comm,
 }
 
 impl Session<'_> {
@@ -412,7 +481,8 @@ fn run_lbfgs(
     resumed: Option<LbfgsState>,
     session: &mut Session,
 ) -> Result<Outcome> {
-    let obj = Objective::new(arch, penalty, store);
+    let shard = Shard::of(store, session.comm.rank(), session.comm.size());
+    let obj = Objective::new(arch, penalty, &shard).with_comm(session.comm);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut fg = |theta: &[f64]| -> Result<(f64, Vec<f64>)> {
         let (loss, g) = obj.eval::<f32>(theta)?;
@@ -499,6 +569,7 @@ fn run_minibatch(
             penalty,
             mb,
             seed,
+            session.comm,
             &mut state,
             &mut |s, loss| {
                 let point = TracePoint {
@@ -526,57 +597,58 @@ fn run_minibatch(
         })?;
     }
     // The reported loss is the full-batch objective at the final parameters.
-    let (loss, _) = Objective::new(arch, penalty, store).eval::<f32>(&state.theta)?;
+    let shard = Shard::of(store, session.comm.rank(), session.comm.size());
+    let (loss, _) = Objective::new(arch, penalty, &shard)
+        .with_comm(session.comm)
+        .eval::<f32>(&state.theta)?;
     let steps = state.steps as usize;
     Ok((state.theta, loss.total, "epochs done".into(), steps, steps))
 }
 
-/// One line of `results.csv`.
-#[derive(Clone, Debug)]
-pub struct ResultRow {
-    /// Feature set name (`raw`, `step8-pool`, ...).
-    pub features: String,
-    /// Classifier.
-    pub classifier: Classifier,
-    /// Test accuracy.
-    pub accuracy: f64,
-    /// Feature width.
-    pub dim: usize,
-    /// Seconds to fit and predict.
-    pub seconds: f64,
-}
-
 /// Classifies one feature set with every configured classifier.
+/// `row` holds what the rows share (run, feature set, model); `started` is when the
+/// run began.
+#[allow(clippy::too_many_arguments)]
 fn classify_set(
     cfg: &Config,
     which: &[Classifier],
     dir: &Path,
-    name: &str,
+    row: &Record,
     train: &Path,
     test: &Path,
     classes: &[String],
-) -> Result<Vec<ResultRow>> {
-    let (xtr, ytr) = read_features(train)?;
-    let (xte, yte) = read_features(test)?;
+    started: Instant,
+) -> Result<Vec<Record>> {
+    let name = row.features.as_str();
+    let (mut xtr, mut ytr) = read_features(train)?;
+    let (mut xte, yte) = read_features(test)?;
+    let s = Standardiser::fit(&xtr);
+    s.apply(&mut xtr);
+    s.apply(&mut xte);
     let mut rows = Vec::new();
     for &c in which {
         let t = Instant::now();
         let e = evaluate(
             c,
             &cfg.classify.params(cfg.seed),
-            &xtr,
-            &ytr,
+            &mut xtr,
+            &mut ytr,
             &xte,
             &yte,
             classes.len(),
         )?;
         let secs = t.elapsed().as_secs_f64();
         say(format!(
-            "classify: {name:>14} {:>2}  accuracy {:.4}  ({} features, {:.1} s)",
+            "classify: {name:>14} {:>7}  accuracy {:.4}  ({} features, {:.1} s){}",
             c.name(),
             e.accuracy,
             xtr.ncols(),
-            secs
+            secs,
+            if e.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", e.detail)
+            }
         ));
         write_confusion(
             &dir.join("confusion")
@@ -584,31 +656,17 @@ fn classify_set(
             &e,
             classes,
         )?;
-        rows.push(ResultRow {
-            features: name.into(),
-            classifier: c,
+        rows.push(Record {
+            classifier: c.name().into(),
             accuracy: e.accuracy,
-            dim: xtr.ncols(),
-            seconds: secs,
+            dim: xtr.ncols() as u64,
+            classify_seconds: secs,
+            run_seconds: started.elapsed().as_secs_f64(),
+            peak_rss_kb: crate::sweep::peak_rss_kb(),
+            ..row.clone()
         });
     }
     Ok(rows)
-}
-
-/// Writes `results.csv`.
-pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<()> {
-    let mut out = String::from("features,classifier,accuracy,dim,seconds\n");
-    for r in rows {
-        out.push_str(&format!(
-            "{},{},{:.6},{},{:.3}\n",
-            r.features,
-            r.classifier.name(),
-            r.accuracy,
-            r.dim,
-            r.seconds
-        ));
-    }
-    crate::model::write_atomic(path, out.as_bytes())
 }
 
 /// Runs every stage of `cfg`; returns the run folder and the results.
@@ -616,33 +674,57 @@ pub fn write_results(path: &Path, rows: &[ResultRow]) -> Result<()> {
 /// A run folder remembers what is done: a patch store or model made by the same
 /// config is reused, training resumes from its newest checkpoint, and existing
 /// feature files of the same model are kept. `restart` discards all of it first.
-pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
+pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<Record>)> {
+    run_with(cfg, restart, &Single)
+}
+
+/// [`run`] on every rank of `comm`. Rank 0 writes the shared files (data copies, patch
+/// store, checkpoints, model, features, tables) and classifies; every rank trains on
+/// its shard of the patch store and encodes its share of the images. Ranks other than
+/// 0 return no results.
+pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf, Vec<Record>)> {
+    let started = Instant::now();
+    let root = comm.is_root();
     let dir = cfg.run_dir();
     let paths = Paths::of(cfg);
-    for d in [&dir, paths.store.parent().unwrap_or(&dir)] {
-        std::fs::create_dir_all(d).map_err(Error::io(d))?;
-    }
-    // Opening the checkpoint database takes the lock first, so a second process on
-    // the same run stops here before touching anything.
-    let ckpt = Checkpoints::open(&paths.checkpoints, &cfg.training_hash(), restart)?;
-    if restart {
-        for f in [
-            &paths.store,
-            &paths.model,
-            &paths.loss,
-            &dir.join("results.csv"),
-        ] {
-            let _ = std::fs::remove_file(f);
+    let ckpt = if root {
+        for d in [&dir, paths.store.parent().unwrap_or(&dir)] {
+            std::fs::create_dir_all(d).map_err(Error::io(d))?;
         }
-        let _ = std::fs::remove_dir_all(&paths.features);
-        let _ = std::fs::remove_file(dir.join("done.json"));
-    }
-    for d in [&paths.features, &dir.join("confusion")] {
-        std::fs::create_dir_all(d).map_err(Error::io(d))?;
-    }
-    let cfg_text = toml::to_string(cfg).expect("config serialises");
-    crate::model::write_atomic(&dir.join("config.toml"), cfg_text.as_bytes())?;
-    let ds = open_data(cfg, &paths.data)?;
+        // Opening the checkpoint database takes the lock first, so a second process
+        // on the same run stops here before touching anything.
+        let ckpt = Checkpoints::open(&paths.checkpoints, &cfg.training_hash(), restart)?;
+        if restart {
+            for f in [
+                &paths.store,
+                &paths.model,
+                &paths.loss,
+                &dir.join("results.csv"),
+                &dir.join("results.parquet"),
+            ] {
+                let _ = std::fs::remove_file(f);
+            }
+            let _ = std::fs::remove_dir_all(&paths.features);
+            let _ = std::fs::remove_file(dir.join("done.json"));
+        }
+        for d in [&paths.features, &dir.join("confusion")] {
+            std::fs::create_dir_all(d).map_err(Error::io(d))?;
+        }
+        let cfg_text = toml::to_string(cfg).expect("config serialises");
+        crate::model::write_atomic(&dir.join("config.toml"), cfg_text.as_bytes())?;
+        Some(ckpt)
+    } else {
+        None
+    };
+    // Rank 0 writes any data copies first; the others open what it wrote.
+    let ds = if root {
+        let ds = open_data_as(cfg, &paths, true)?;
+        comm.barrier();
+        ds
+    } else {
+        comm.barrier();
+        open_data_as(cfg, &paths, false)?
+    };
     for n in &ds.notes {
         say(format!("data: {n}"));
     }
@@ -670,15 +752,13 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
     )?;
     let store_path = paths.store.clone();
     let hash = cfg.patches_hash();
-    let store = match Store::open(&store_path, Kind::Patches)
-        .ok()
-        .filter(|s| s.meta("sae.config") == Some(hash.as_str()))
-    {
-        Some(s) => {
+    if root {
+        let reusable = Store::open(&store_path, Kind::Patches)
+            .ok()
+            .is_some_and(|s| s.meta("sae.config") == Some(hash.as_str()));
+        if reusable {
             say(format!("patches: reusing {}", store_path.display()));
-            s
-        }
-        None => {
+        } else {
             sample_patches(
                 &ds.unlabeled,
                 &spec,
@@ -687,9 +767,10 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
                 cfg.train.chunk,
                 &[("sae.config", hash.clone())],
             )?;
-            Store::open(&store_path, Kind::Patches)?
         }
-    };
+    }
+    comm.barrier();
+    let store = Store::open(&store_path, Kind::Patches)?;
     let model_path = paths.model.clone();
     let model = match Model::load(&model_path) {
         Ok(m) if m.header.config == cfg.training_hash() => {
@@ -697,9 +778,10 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
             m
         }
         _ => {
-            let _ = std::fs::remove_dir_all(dir.join("features"));
-            std::fs::create_dir_all(dir.join("features"))
-                .map_err(Error::io(dir.join("features")))?;
+            if root {
+                let _ = std::fs::remove_dir_all(&paths.features);
+                std::fs::create_dir_all(&paths.features).map_err(Error::io(&paths.features))?;
+            }
             let policy = CheckpointPolicy {
                 every: cfg.train.checkpoint_every.max(1),
                 seconds: cfg.train.checkpoint_seconds,
@@ -711,22 +793,46 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
                 &cfg.train,
                 cfg.seed,
                 &paths.loss,
-                Some((&ckpt, policy)),
+                ckpt.as_ref().map(|c| (c, policy)),
+                comm,
             )?;
             let mut model = trained.model;
             model.header.config = cfg.training_hash();
-            model.save(&model_path)?;
+            if root {
+                model.save(&model_path)?;
+            }
             model
         }
     };
-    if paths.loss != dir.join("loss.csv") {
-        std::fs::copy(&paths.loss, dir.join("loss.csv")).map_err(Error::io(&paths.loss))?;
+    if root {
+        if paths.loss != dir.join("loss.csv") {
+            std::fs::copy(&paths.loss, dir.join("loss.csv")).map_err(Error::io(&paths.loss))?;
+        }
+        draw(&model, &store, &dir)?;
     }
-    draw(&model, &store, &dir)?;
 
     let mut results = Vec::new();
     let feat = |n: &str, split: &str| paths.features.join(format!("{n}-{split}.arrow"));
-    if cfg.classify.raw_baseline {
+    let hidden: Vec<String> = cfg.model.hidden.iter().map(|h| h.to_string()).collect();
+    let shared = Record {
+        run: cfg.name.clone(),
+        grid: Vec::new(),
+        features: "raw".into(),
+        classifier: String::new(),
+        accuracy: f64::NAN,
+        dim: 0,
+        step: None,
+        mode: "raw".into(),
+        code: "raw".into(),
+        patches: cfg.patches.count as u64,
+        hidden: hidden.join("-"),
+        final_loss: model.header.loss,
+        classify_seconds: 0.0,
+        run_seconds: 0.0,
+        peak_rss_kb: 0,
+        loss_csv: "loss.csv".into(),
+    };
+    if cfg.classify.raw_baseline && root {
         for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
             if !feat("raw", split).exists() {
                 write_raw(set, &feat("raw", split))?;
@@ -741,41 +847,95 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<ResultRow>)> {
             cfg,
             which,
             &dir,
-            "raw",
+            &shared,
             &feat("raw", "train"),
             &feat("raw", "test"),
             &ds.classes,
+            started,
         )?);
     }
-    let enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch);
+    let code = cfg.features.code();
+    let enc =
+        Encoder::new(&model.net, model.header.norm.clone(), model.header.patch).with_code(code);
     for &step in &cfg.features.steps {
         for &mode in &cfg.features.modes {
-            let name = format!("step{step}-{}", mode.name());
+            let name = format!("step{step}-{}{}", mode.name(), code.tag());
             for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
-                if !feat(&name, split).exists() {
-                    enc.write_features(
+                let out = feat(&name, split);
+                let need = broadcast_value(comm, root.then(|| !out.exists()))?;
+                if need {
+                    encode_shared(
+                        &enc,
                         set,
                         step,
                         mode,
-                        &feat(&name, split),
+                        &out,
                         &format!("encode {name} {split}"),
+                        comm,
                     )?;
                 }
             }
+            if !root {
+                continue;
+            }
+            let row = Record {
+                features: name.clone(),
+                step: Some(step as u64),
+                mode: mode.name().into(),
+                code: serde_json::to_value(cfg.features.encoder)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                ..shared.clone()
+            };
             results.extend(classify_set(
                 cfg,
                 &cfg.classify.classifiers,
                 &dir,
-                &name,
+                &row,
                 &feat(&name, "train"),
                 &feat(&name, "test"),
                 &ds.classes,
+                started,
             )?);
-            write_results(&dir.join("results.csv"), &results)?;
+            crate::results::write(&dir, &results)?;
         }
     }
-    write_results(&dir.join("results.csv"), &results)?;
+    if root {
+        crate::results::write(&dir, &results)?;
+    }
+    comm.barrier();
     Ok((dir, results))
+}
+
+/// Encodes `set` into `out` with every rank of `comm`: each encodes its share of the
+/// images into a part file next to `out`, and rank 0 joins the parts in image order.
+pub fn encode_shared(
+    enc: &Encoder,
+    set: &ImageSet,
+    step: usize,
+    mode: crate::features::Mode,
+    out: &Path,
+    label: &str,
+    comm: &dyn Comm,
+) -> Result<usize> {
+    if comm.size() == 1 {
+        return enc.write_features(set, step, mode, out, label);
+    }
+    let part = |r: usize| out.with_extension(format!("part{r}.arrow"));
+    let range = crate::dist::share(set.len(), comm.rank(), comm.size());
+    enc.write_part(set, range, step, mode, &part(comm.rank()), label)?;
+    comm.barrier();
+    let mut rows = 0;
+    if comm.is_root() {
+        let parts: Vec<PathBuf> = (0..comm.size()).map(part).collect();
+        rows = crate::store::concat(&parts, Kind::Features, out)?;
+        for p in &parts {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    comm.barrier();
+    Ok(rows)
 }
 
 /// Writes `filters.png` (first-layer weights) and `patches.png` (first 100 patches).

@@ -444,6 +444,39 @@ impl StoreBatch {
     }
 }
 
+/// Writes the rows of the stores at `parts`, in order, into one store at `out` (with
+/// the first part's kind and metadata); returns the rows written.
+pub fn concat(parts: &[PathBuf], kind: Kind, out: &Path) -> Result<usize> {
+    let first = parts
+        .first()
+        .ok_or_else(|| Error::bad(out, "nothing to concatenate"))?;
+    let head = Store::open(first, kind)?;
+    let meta: HashMap<String, String> = head
+        .meta
+        .iter()
+        .filter(|(k, _)| k.starts_with("sae.") && *k != "sae.kind" && *k != "sae.version")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let rows_per_batch = head.batch_rows(0).max(1);
+    let mut w = StoreWriter::create(out, kind, head.dim, rows_per_batch, &meta)?;
+    for p in parts {
+        let s = Store::open(p, kind)?;
+        if s.dim != head.dim {
+            return Err(Error::bad(
+                p,
+                format!("rows have {} values, the first part {}", s.dim, head.dim),
+            ));
+        }
+        for b in 0..s.batches() {
+            let batch = s.batch(b)?;
+            let aux: Vec<&[u32]> = (0..kind.columns().len()).map(|k| batch.column(k)).collect();
+            w.push_rows(batch.values(), &aux)?;
+            s.release(b);
+        }
+    }
+    w.finish()
+}
+
 /// Row data the trainer can walk chunk by chunk: a store on disk or an array in memory.
 pub trait Rows: Sync {
     /// Values per row.
@@ -464,6 +497,36 @@ impl Rows for Store {
     fn for_each_chunk(&self, f: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>) -> Result<()> {
         let order: Vec<usize> = (0..self.batches()).collect();
         self.for_each_batch(&order, &mut |_, v| f(v))
+    }
+}
+
+/// Some batches of a store: one rank's shard of the rows.
+pub struct Shard<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// Batch indices, in order.
+    pub batches: Vec<usize>,
+}
+
+impl<'a> Shard<'a> {
+    /// The batches `rank` of `size` reads: a contiguous, balanced share.
+    pub fn of(store: &'a Store, rank: usize, size: usize) -> Self {
+        Shard {
+            store,
+            batches: crate::dist::share(store.batches(), rank, size).collect(),
+        }
+    }
+}
+
+impl Rows for Shard<'_> {
+    fn dim(&self) -> usize {
+        self.store.dim
+    }
+    fn rows(&self) -> usize {
+        self.batches.iter().map(|&b| self.store.batch_rows(b)).sum()
+    }
+    fn for_each_chunk(&self, f: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>) -> Result<()> {
+        self.store.for_each_batch(&self.batches, &mut |_, v| f(v))
     }
 }
 

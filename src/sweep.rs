@@ -16,13 +16,15 @@
 //! trained model serves every step and feature mode, and feature files are computed
 //! once. A run that finished has `done.json`; a restarted sweep skips it, and an
 //! interrupted run resumes from its checkpoint. The rows of every finished run are
-//! gathered into `<out_dir>/<name>/results.csv`.
+//! gathered into `<out_dir>/<name>/results.parquet` and `results.csv`, one column per
+//! grid key ([`crate::results`]); `sae report` draws them.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
 use crate::progress::say;
 
@@ -173,6 +175,13 @@ pub fn peak_rss_kb() -> u64 {
 
 /// Runs every run of the sweep that is not done yet, then writes the results table.
 pub fn run_sweep(path: &Path) -> Result<PathBuf> {
+    run_sweep_with(path, &Single)
+}
+
+/// [`run_sweep`] spread over the ranks of `comm`: runs that share a patch store (and so
+/// possibly models and checkpoints) go to the same rank, groups are dealt out in turn,
+/// and rank 0 writes the table once every rank is done.
+pub fn run_sweep_with(path: &Path, comm: &dyn Comm) -> Result<PathBuf> {
     let (sweep, base) = SweepFile::load(path)?;
     let runs = sweep.expand(&base)?;
     let root = runs[0]
@@ -183,7 +192,21 @@ pub fn run_sweep(path: &Path) -> Result<PathBuf> {
         .to_path_buf();
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
     let n = runs.len();
+    let mut groups: Vec<String> = Vec::new();
+    for r in &runs {
+        let h = r.config.patches_hash();
+        if !groups.contains(&h) {
+            groups.push(h);
+        }
+    }
     for (k, r) in runs.iter().enumerate() {
+        let g = groups
+            .iter()
+            .position(|h| *h == r.config.patches_hash())
+            .expect("every run has a group");
+        if g % comm.size() != comm.rank() {
+            continue;
+        }
         let done = r.config.run_dir().join("done.json");
         if done.exists() {
             say(format!(
@@ -207,22 +230,17 @@ pub fn run_sweep(path: &Path) -> Result<PathBuf> {
         let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
         crate::model::write_atomic(&dir.join("done.json"), &json)?;
     }
-    write_table(&root, &runs)?;
+    comm.barrier();
+    if comm.is_root() {
+        write_table(&root, &runs)?;
+    }
     Ok(root)
 }
 
-/// Gathers every finished run's `results.csv` rows, with its grid values and record,
-/// into `<root>/results.csv`.
+/// Gathers every finished run's result rows, with its grid values, into
+/// `<root>/results.parquet` and `<root>/results.csv`.
 fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
-    let keys: Vec<String> = runs[0].values.iter().map(|(k, _)| k.clone()).collect();
-    let mut out = String::from("run");
-    for k in &keys {
-        out.push(',');
-        out.push_str(k);
-    }
-    out.push_str(
-        ",features,classifier,accuracy,dim,classify_seconds,final_loss,run_seconds,peak_rss_kb\n",
-    );
+    let mut all = Vec::new();
     for r in runs {
         let dir = r.config.run_dir();
         let done = dir.join("done.json");
@@ -231,23 +249,15 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
         };
         let rec: RunRecord = serde_json::from_slice(&text)
             .map_err(|e| Error::bad(&done, format!("unreadable: {e}")))?;
-        let res = dir.join("results.csv");
-        let body = std::fs::read_to_string(&res).map_err(Error::io(&res))?;
-        for line in body.lines().skip(1) {
-            out.push_str(&rec.name);
-            for (_, v) in &rec.values {
-                out.push(',');
-                out.push('"');
-                out.push_str(v);
-                out.push('"');
-            }
-            out.push(',');
-            out.push_str(line);
-            out.push_str(&format!(
-                ",{:.9e},{:.3},{}\n",
-                rec.final_loss, rec.seconds, rec.peak_rss_kb
-            ));
+        let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
+        for mut row in crate::results::read(&dir.join("results.parquet"))? {
+            row.run = rec.name.clone();
+            row.grid = rec.values.clone();
+            row.loss_csv = rel.join(&row.loss_csv).display().to_string();
+            row.run_seconds = rec.seconds;
+            row.peak_rss_kb = rec.peak_rss_kb;
+            all.push(row);
         }
     }
-    crate::model::write_atomic(&root.join("results.csv"), out.as_bytes())
+    crate::results::write(root, &all)
 }

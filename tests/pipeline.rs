@@ -147,7 +147,13 @@ raw_baseline = false
         assert!(dir.join(f).exists(), "{f}");
     }
     let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
-    assert!(csv.lines().nth(1).unwrap().starts_with("step4-pool,lr,"));
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("e2e,step4-pool,lr,"),
+        "{csv}"
+    );
     let loss = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     let first: f64 = loss
         .lines()

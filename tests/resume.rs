@@ -281,3 +281,79 @@ fn sweep_shares_work_and_survives_sigkill() {
     let table2 = accuracies(&d2.path().join("grid/results.csv"));
     assert_eq!(table, table2);
 }
+
+/// Unmounts a test's tmpfs however the test ends.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
+    let d = tmp();
+    let whole = config(d.path(), "whole", "lbfgs");
+    let (ok, _, err) = run_bin(&["-q", "run", whole.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    // A small file system of its own, so that filling it harms nothing else.
+    let disk = d.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .arg(&disk)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _guard = Mount(disk.clone());
+    let cfg = config(&disk, "cut", "lbfgs");
+    let child = Command::new(bin())
+        .args(["-q", "run", cfg.to_str().unwrap()])
+        .current_dir(d.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run has written a checkpoint, fill the disk.
+    let db = disk.join("cut/checkpoint.sled");
+    let t = Instant::now();
+    let has_ckpt = || {
+        std::fs::read_dir(&db).is_ok_and(|r| {
+            r.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+        })
+    };
+    while !has_ckpt() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let filler = disk.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while f.write_all(&block).is_ok() {}
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the run finished although the disk was full"
+    );
+    assert!(
+        err.contains("No space left on device") && err.contains(disk.to_str().unwrap()),
+        "unclear error: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_file(&filler).unwrap();
+    let (ok, _, err) = run_bin(&["run", cfg.to_str().unwrap()], d.path());
+    assert!(ok, "resume after the full disk failed: {err}");
+    assert!(err.contains("resum"), "did not resume: {err}");
+    let a = sae::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
+    let b = sae::model::Model::load(&disk.join("cut/model.sae")).unwrap();
+    assert_eq!(a.net.theta, b.net.theta);
+}

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, topic modules, shared helpers in `util`.
 
 mod cli;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod pipeline;
 mod readers;
 mod resume;

@@ -8,6 +8,7 @@ pub mod cifar;
 pub mod folder;
 pub mod layout;
 pub mod pickle;
+pub mod resize;
 pub mod stl10;
 pub mod synth;
 
@@ -206,6 +207,33 @@ impl ImageSet {
             l.truncate(n);
         }
         self
+    }
+
+    /// The images at `indices`, in that order (e.g. one fold of STL-10's training set).
+    pub fn select(&self, indices: &[usize]) -> Result<Self> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::bad(
+                &self.name,
+                format!("image index {bad} out of range ({} images)", self.len()),
+            ));
+        }
+        let parts = indices
+            .iter()
+            .map(|&i| {
+                let k = self.starts.partition_point(|&s| s <= i) - 1;
+                let p = &self.parts[k];
+                Part {
+                    offset: p.offset + (i - self.starts[k]) * p.stride,
+                    len: 1,
+                    ..p.clone()
+                }
+            })
+            .collect();
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| indices.iter().map(|&i| l[i]).collect());
+        ImageSet::new(self.name.clone(), parts, self.shape, self.order, labels)
     }
 
     /// The raw record bytes of image `i` (pixels in [`Self::order`]).

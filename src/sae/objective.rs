@@ -1,8 +1,8 @@
 //! The training objective: loss and gradient of the sparse autoencoder, summed over
 //! the patch set chunk by chunk.
 //!
-//! One code path serves L-BFGS, the gradient check and (later) mini-batch and
-//! distributed training. Each chunk is cut into blocks of [`BLOCK`] rows that rayon
+//! One code path serves L-BFGS, the gradient check, mini-batch and distributed
+//! training (each rank sums its shard; [`crate::dist`] all-reduces the sums). Each chunk is cut into blocks of [`BLOCK`] rows that rayon
 //! workers process independently; block results are added in block order, so the
 //! result does not depend on the thread count, and depends on the chunk size only
 //! through rounding. The sparsity term needs the mean activation ρ̂ of the sparse
@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{affine, sigmoid_inplace, Architecture, Decoder, Real};
+use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
 use crate::store::Rows;
 
@@ -58,6 +59,7 @@ pub struct Objective<'a> {
     penalty: Penalty,
     data: &'a dyn Rows,
     block: usize,
+    comm: &'a dyn Comm,
 }
 
 struct Partial {
@@ -79,7 +81,15 @@ impl<'a> Objective<'a> {
             penalty,
             data,
             block: BLOCK,
+            comm: &Single,
         }
+    }
+
+    /// Sums over the rows of every rank of `comm`: `data` is this rank's shard, and
+    /// every rank gets the loss and gradient of all shards together.
+    pub fn with_comm(mut self, comm: &'a dyn Comm) -> Self {
+        self.comm = comm;
+        self
     }
 
     /// Uses parallel blocks of `rows` rows (mini-batches are smaller than [`BLOCK`]).
@@ -96,6 +106,7 @@ impl<'a> Objective<'a> {
         &self,
         ws: &[Array2<F>],
         bs: &[Array1<F>],
+        rows: usize,
     ) -> Result<(Array1<f64>, Option<ActivationCache<F>>)> {
         let s = self.arch.sparse;
         let keep = s == 1
@@ -123,12 +134,15 @@ impl<'a> Objective<'a> {
             }
             Ok(())
         })?;
-        Ok((sum / self.data.rows() as f64, keep.then_some(cache)))
+        self.comm.sum(sum.as_slice_mut().expect("contiguous sums"));
+        Ok((sum / rows as f64, keep.then_some(cache)))
     }
 
     /// Loss and gradient at `theta`, computing in `F` and summing in f64.
     pub fn eval<F: Real>(&self, theta: &[f64]) -> Result<(Loss, Vec<f64>)> {
-        let m = self.data.rows();
+        let mut rows = [self.data.rows() as f64];
+        self.comm.sum(&mut rows);
+        let m = rows[0] as usize;
         if m == 0 {
             return Err(Error::Numeric("no training rows".into()));
         }
@@ -137,7 +151,7 @@ impl<'a> Objective<'a> {
         let (ws, bs) = arch.unpack::<F>(theta);
         let mut cache = None;
         let sparse = if beta > 0.0 {
-            let (rh, c) = self.rho_hat(&ws, &bs)?;
+            let (rh, c) = self.rho_hat(&ws, &bs, m)?;
             cache = c;
             if rh.iter().any(|&r| !(r > 0.0 && r < 1.0)) {
                 return Err(Error::Numeric(
@@ -184,6 +198,22 @@ impl<'a> Objective<'a> {
             }
             Ok(())
         })?;
+        if self.comm.size() > 1 {
+            let mut flat = vec![total.sq];
+            for l in 0..arch.layers() {
+                flat.extend(total.gw[l].iter());
+                flat.extend(total.gb[l].iter());
+            }
+            self.comm.sum(&mut flat);
+            total.sq = flat[0];
+            let mut at = 1;
+            for l in 0..arch.layers() {
+                for v in total.gw[l].iter_mut().chain(total.gb[l].iter_mut()) {
+                    *v = flat[at];
+                    at += 1;
+                }
+            }
+        }
         let inv_m = 1.0 / m as f64;
         let nw = arch.n_weights();
         let decay = 0.5 * lambda * theta[..nw].iter().map(|w| w * w).sum::<f64>();

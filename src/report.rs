@@ -1,0 +1,339 @@
+//! Reports: a result table ([`crate::results`]) turned into study-style markdown
+//! tables, plots (accuracy vs step per classifier, accuracy vs number of patches, loss
+//! curves; PNG and SVG) and one static HTML page that shows them, openable from disk.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::plot::{Figure, Series};
+use crate::results::Record;
+
+/// Grid keys that are an axis of a plot rather than part of a series' name.
+const STEP_KEYS: [&str; 1] = ["features.steps"];
+const PATCH_KEYS: [&str; 1] = ["patches.count"];
+
+/// What [`write_report`] produced.
+#[derive(Debug)]
+pub struct Report {
+    /// The report folder.
+    pub dir: PathBuf,
+    /// The markdown table.
+    pub markdown: String,
+    /// Plot stems written (each as `.png` and `.svg`).
+    pub plots: Vec<String>,
+}
+
+/// The table of `records` as markdown: one line per (run, feature set), one column per
+/// classifier, as the study reports them.
+pub fn markdown(records: &[Record]) -> String {
+    let mut classifiers: Vec<&str> = Vec::new();
+    for r in records {
+        if !classifiers.contains(&r.classifier.as_str()) {
+            classifiers.push(&r.classifier);
+        }
+    }
+    let keys: Vec<&str> = records
+        .first()
+        .map(|r| r.grid.iter().map(|(k, _)| k.as_str()).collect())
+        .unwrap_or_default();
+    let mut rows: Vec<(&Record, BTreeMap<&str, f64>)> = Vec::new();
+    for r in records {
+        match rows
+            .iter_mut()
+            .find(|(h, _)| h.run == r.run && h.features == r.features)
+        {
+            Some((_, m)) => {
+                m.insert(&r.classifier, r.accuracy);
+            }
+            None => rows.push((r, BTreeMap::from([(r.classifier.as_str(), r.accuracy)]))),
+        }
+    }
+    let mut out = String::from("| run |");
+    for k in &keys {
+        let _ = write!(out, " {k} |");
+    }
+    out.push_str(" features | dim |");
+    for c in &classifiers {
+        let _ = write!(out, " {c} |");
+    }
+    out.push_str(" final loss |\n|---|");
+    for _ in 0..keys.len() + 2 + classifiers.len() + 1 {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for (r, accs) in rows {
+        let _ = write!(out, "| {} |", r.run);
+        for (_, v) in &r.grid {
+            let _ = write!(out, " {v} |");
+        }
+        let _ = write!(out, " {} | {} |", r.features, r.dim);
+        for c in &classifiers {
+            match accs.get(c) {
+                Some(a) => {
+                    let _ = write!(out, " {:.1} % |", 100.0 * a);
+                }
+                None => out.push_str(" |"),
+            }
+        }
+        let _ = writeln!(out, " {:.6} |", r.final_loss);
+    }
+    out
+}
+
+/// Name of the series a record belongs to, leaving out the grid keys in `axis`.
+fn series_name(r: &Record, axis: &[&str], with_features: bool) -> String {
+    let mut s = r.classifier.clone();
+    if with_features {
+        let _ = write!(s, " {}", r.features);
+    } else {
+        let _ = write!(s, " {}", r.mode);
+        if r.code != "sigmoid" {
+            let _ = write!(s, " {}", r.code);
+        }
+    }
+    for (k, v) in &r.grid {
+        if !axis.contains(&k.as_str()) && !STEP_KEYS.contains(&k.as_str()) {
+            let short = k.rsplit('.').next().unwrap_or(k);
+            let _ = write!(s, " {short}={v}");
+        }
+    }
+    s
+}
+
+fn group(points: Vec<(String, f64, f64)>) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    for (name, x, y) in points {
+        match out.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push((x, y)),
+            None => out.push(Series {
+                name,
+                points: vec![(x, y)],
+            }),
+        }
+    }
+    for s in &mut out {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// The loss trace in a `loss.csv`: (iteration, loss).
+fn read_loss(path: &Path) -> Result<Vec<(f64, f64)>> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let mut pts = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let parse = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok());
+        match (parse(0), parse(2)) {
+            (Some(it), Some(loss)) => pts.push((it, loss)),
+            _ => return Err(Error::bad(path, format!("line {}: not a loss row", i + 1))),
+        }
+    }
+    Ok(pts)
+}
+
+/// The plots of `records` (whose loss files are relative to `base`).
+pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>> {
+    let mut figs = Vec::new();
+    let distinct = |f: &dyn Fn(&Record) -> Option<u64>| {
+        let mut v: Vec<u64> = records.iter().filter_map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
+    if distinct(&|r| r.step) >= 2 {
+        let pts = records
+            .iter()
+            .filter_map(|r| {
+                r.step
+                    .map(|s| (series_name(r, &[], false), s as f64, r.accuracy))
+            })
+            .collect();
+        figs.push((
+            "accuracy-vs-step".to_string(),
+            Figure {
+                title: "Test accuracy by grid step".into(),
+                x_label: "step (pixels between patches)".into(),
+                y_label: "accuracy".into(),
+                log_x: false,
+                series: group(pts),
+            },
+        ));
+    }
+    if distinct(&|r| Some(r.patches)) >= 2 {
+        let pts = records
+            .iter()
+            .map(|r| {
+                (
+                    series_name(r, &PATCH_KEYS, true),
+                    r.patches as f64,
+                    r.accuracy,
+                )
+            })
+            .collect();
+        figs.push((
+            "accuracy-vs-patches".to_string(),
+            Figure {
+                title: "Test accuracy by number of training patches".into(),
+                x_label: "training patches".into(),
+                y_label: "accuracy".into(),
+                log_x: true,
+                series: group(pts),
+            },
+        ));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    let mut series = Vec::new();
+    for r in records {
+        if r.loss_csv.is_empty() || seen.contains(&r.loss_csv.as_str()) {
+            continue;
+        }
+        seen.push(&r.loss_csv);
+        series.push(Series {
+            name: r.run.clone(),
+            points: read_loss(&base.join(&r.loss_csv))?,
+        });
+    }
+    if !series.is_empty() {
+        figs.push((
+            "loss".to_string(),
+            Figure {
+                title: "Training loss".into(),
+                x_label: "iteration (mini-batch: step)".into(),
+                y_label: "loss".into(),
+                log_x: false,
+                series,
+            },
+        ));
+    }
+    Ok(figs)
+}
+
+fn html(title: &str, md: &str, plots: &[String]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         td:first-child,th:first-child{{text-align:left}}</style></head><body>\n\
+         <h1>{title}</h1>\n<table>\n"
+    );
+    for (i, line) in md.lines().enumerate() {
+        if i == 1 {
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let tag = if i == 0 { "th" } else { "td" };
+        out.push_str("<tr>");
+        for c in cells {
+            let _ = write!(out, "<{tag}>{}</{tag}>", c.replace('<', "&lt;"));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    for p in plots {
+        let _ = writeln!(
+            out,
+            "<h2>{p}</h2>\n<p><img src=\"{p}.svg\" alt=\"{p}\"> <a href=\"{p}.png\">PNG</a></p>"
+        );
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// Writes the report of the result table at `table` (a `results.parquet`, or a run or
+/// sweep folder holding one) into `<folder>/report/`.
+pub fn write_report(table: &Path) -> Result<Report> {
+    let path = if table.is_dir() {
+        table.join("results.parquet")
+    } else {
+        table.to_path_buf()
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let records = crate::results::read(&path)?;
+    if records.is_empty() {
+        return Err(Error::bad(&path, "the result table has no rows"));
+    }
+    let dir = base.join("report");
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    let md = markdown(&records);
+    let mut plots = Vec::new();
+    for (stem, fig) in figures(&records, &base)? {
+        fig.save(&dir.join(&stem))?;
+        plots.push(stem);
+    }
+    let title = format!(
+        "Results: {}",
+        base.file_name().map_or("".into(), |n| n.to_string_lossy())
+    );
+    let mut doc = format!("# {title}\n\n{md}\n");
+    for p in &plots {
+        let _ = writeln!(doc, "![{p}]({p}.svg)\n");
+    }
+    crate::model::write_atomic(&dir.join("report.md"), doc.as_bytes())?;
+    crate::model::write_atomic(
+        &dir.join("index.html"),
+        html(&title, &md, &plots).as_bytes(),
+    )?;
+    Ok(Report {
+        dir,
+        markdown: md,
+        plots,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::tests::record;
+
+    #[test]
+    fn report_has_table_plots_and_page() {
+        let d = tempfile::tempdir().unwrap();
+        let mut recs = Vec::new();
+        for (run, step) in [("r8", 8), ("r16", 16), ("r24", 24)] {
+            std::fs::create_dir_all(d.path().join("runs").join(run)).unwrap();
+            std::fs::write(
+                d.path().join(format!("runs/{run}/loss.csv")),
+                "iteration,evaluations,loss,max_abs_gradient,seconds\n0,1,2.5,,0.1\n1,2,1.25,0.5,0.2\n",
+            )
+            .unwrap();
+            recs.push(record(run, Some(step), "rf", 0.3 + step as f64 / 100.0));
+            recs.push(record(run, Some(step), "lr", 0.2));
+        }
+        crate::results::write(d.path(), &recs).unwrap();
+        let rep = write_report(d.path()).unwrap();
+        assert!(rep.markdown.contains("| rf | lr |"), "{}", rep.markdown);
+        assert!(
+            rep.markdown.contains("| 46.0 % | 20.0 % |"),
+            "{}",
+            rep.markdown
+        );
+        assert_eq!(rep.plots, vec!["accuracy-vs-step", "loss"]);
+        for f in [
+            "accuracy-vs-step.png",
+            "accuracy-vs-step.svg",
+            "loss.png",
+            "loss.svg",
+            "report.md",
+            "index.html",
+        ] {
+            assert!(rep.dir.join(f).exists(), "{f}");
+        }
+        let page = std::fs::read_to_string(rep.dir.join("index.html")).unwrap();
+        assert!(page.contains("<img src=\"accuracy-vs-step.svg\""));
+        assert_eq!(page.matches("<tr>").count(), 4);
+    }
+
+    #[test]
+    fn a_broken_loss_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let recs = vec![record("r", Some(8), "rf", 0.3)];
+        std::fs::create_dir_all(d.path().join("runs/r")).unwrap();
+        std::fs::write(d.path().join("runs/r/loss.csv"), "header\nnot,a,row\n").unwrap();
+        crate::results::write(d.path(), &recs).unwrap();
+        let e = write_report(d.path()).unwrap_err().to_string();
+        assert!(e.contains("loss.csv") && e.contains("line 2"), "{e}");
+    }
+}

@@ -1,0 +1,270 @@
+//! Result tables: one row per (run, feature set, classifier), written with polars as
+//! Parquet and CSV so that other tools (pandas, polars, R, a spreadsheet) read them.
+//!
+//! A run writes its own table (`results.parquet`, `results.csv`); a sweep gathers its
+//! runs' tables into one, with a column per grid key. [`crate::report`] reads either.
+
+use std::path::Path;
+
+use polars::prelude::{
+    Column, CsvWriter, DataFrame, DataType, ParquetReader, ParquetWriter, SerReader, SerWriter,
+};
+
+use crate::error::{Error, Result};
+
+/// One row of a result table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// Run name.
+    pub run: String,
+    /// Grid values of a sweep run, (key, value).
+    pub grid: Vec<(String, String)>,
+    /// Feature set (`raw`, `step8-pool`, ...).
+    pub features: String,
+    /// Classifier.
+    pub classifier: String,
+    /// Test accuracy.
+    pub accuracy: f64,
+    /// Feature width.
+    pub dim: u64,
+    /// Grid step (none for raw pixels).
+    pub step: Option<u64>,
+    /// Feature mode (`concat`, `pool`, `raw`).
+    pub mode: String,
+    /// Encoder code (`sigmoid`, `softthreshold`, `triangle`, `raw`).
+    pub code: String,
+    /// Training patches.
+    pub patches: u64,
+    /// Hidden layer sizes, e.g. `25` or `75-48-75`.
+    pub hidden: String,
+    /// Final training loss.
+    pub final_loss: f64,
+    /// Seconds to fit and predict.
+    pub classify_seconds: f64,
+    /// Seconds the run took so far.
+    pub run_seconds: f64,
+    /// Peak resident memory of the process, KiB.
+    pub peak_rss_kb: u64,
+    /// The training loss trace, relative to the table's folder.
+    pub loss_csv: String,
+}
+
+/// Columns before the grid columns, and after.
+const HEAD: [&str; 1] = ["run"];
+const TAIL: [&str; 14] = [
+    "features",
+    "classifier",
+    "accuracy",
+    "dim",
+    "step",
+    "mode",
+    "code",
+    "patches",
+    "hidden",
+    "final_loss",
+    "classify_seconds",
+    "run_seconds",
+    "peak_rss_kb",
+    "loss_csv",
+];
+
+fn polars_err(path: &Path) -> impl Fn(polars::error::PolarsError) -> Error + '_ {
+    move |e| Error::bad(path, format!("result table: {e}"))
+}
+
+/// The records as a data frame (grid keys of the first record become columns).
+pub fn frame(records: &[Record]) -> Result<DataFrame> {
+    let keys: Vec<String> = records
+        .first()
+        .map(|r| r.grid.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let strs = |f: &dyn Fn(&Record) -> String| records.iter().map(f).collect::<Vec<String>>();
+    let mut cols = vec![Column::new("run".into(), strs(&|r| r.run.clone()))];
+    for (i, k) in keys.iter().enumerate() {
+        cols.push(Column::new(
+            k.as_str().into(),
+            strs(&|r| r.grid.get(i).map(|g| g.1.clone()).unwrap_or_default()),
+        ));
+    }
+    let f64s = |f: &dyn Fn(&Record) -> f64| records.iter().map(f).collect::<Vec<f64>>();
+    let u64s = |f: &dyn Fn(&Record) -> u64| records.iter().map(f).collect::<Vec<u64>>();
+    cols.extend([
+        Column::new("features".into(), strs(&|r| r.features.clone())),
+        Column::new("classifier".into(), strs(&|r| r.classifier.clone())),
+        Column::new("accuracy".into(), f64s(&|r| r.accuracy)),
+        Column::new("dim".into(), u64s(&|r| r.dim)),
+        Column::new(
+            "step".into(),
+            records.iter().map(|r| r.step).collect::<Vec<Option<u64>>>(),
+        ),
+        Column::new("mode".into(), strs(&|r| r.mode.clone())),
+        Column::new("code".into(), strs(&|r| r.code.clone())),
+        Column::new("patches".into(), u64s(&|r| r.patches)),
+        Column::new("hidden".into(), strs(&|r| r.hidden.clone())),
+        Column::new("final_loss".into(), f64s(&|r| r.final_loss)),
+        Column::new("classify_seconds".into(), f64s(&|r| r.classify_seconds)),
+        Column::new("run_seconds".into(), f64s(&|r| r.run_seconds)),
+        Column::new("peak_rss_kb".into(), u64s(&|r| r.peak_rss_kb)),
+        Column::new("loss_csv".into(), strs(&|r| r.loss_csv.clone())),
+    ]);
+    DataFrame::new_infer_height(cols)
+        .map_err(|e| Error::Numeric(format!("cannot build the result table: {e}")))
+}
+
+/// Writes `<dir>/results.parquet` and `<dir>/results.csv`, each atomically.
+pub fn write(dir: &Path, records: &[Record]) -> Result<()> {
+    let mut df = frame(records)?;
+    for (name, parquet) in [("results.parquet", true), ("results.csv", false)] {
+        let path = dir.join(name);
+        let mut buf = Vec::new();
+        if parquet {
+            ParquetWriter::new(&mut buf)
+                .finish(&mut df)
+                .map_err(polars_err(&path))?;
+        } else {
+            CsvWriter::new(&mut buf)
+                .finish(&mut df)
+                .map_err(polars_err(&path))?;
+        }
+        crate::model::write_atomic(&path, &buf)?;
+    }
+    Ok(())
+}
+
+/// Reads a table written by [`write`] (Parquet).
+pub fn read(path: &Path) -> Result<Vec<Record>> {
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(polars_err(path))?;
+    let bad = |m: String| Error::bad(path, m);
+    let col = |name: &str, dtype: DataType| -> Result<Column> {
+        df.column(name)
+            .map_err(|_| bad(format!("no column `{name}`")))?
+            .cast(&dtype)
+            .map_err(|e| bad(format!("column `{name}`: {e}")))
+    };
+    let n = df.height();
+    let text = |name: &str| -> Result<Vec<String>> {
+        let c = col(name, DataType::String)?;
+        let ca = c.str().map_err(|e| bad(e.to_string()))?;
+        Ok((0..ca.len())
+            .map(|i| ca.get(i).unwrap_or_default().to_string())
+            .collect())
+    };
+    let float = |name: &str| -> Result<Vec<f64>> {
+        let c = col(name, DataType::Float64)?;
+        let ca = c.f64().map_err(|e| bad(e.to_string()))?;
+        Ok((0..ca.len())
+            .map(|i| ca.get(i).unwrap_or(f64::NAN))
+            .collect())
+    };
+    let int = |name: &str| -> Result<Vec<Option<u64>>> {
+        let c = col(name, DataType::UInt64)?;
+        let ca = c.u64().map_err(|e| bad(e.to_string()))?;
+        Ok((0..ca.len()).map(|i| ca.get(i)).collect())
+    };
+    let grid_keys: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|s| !HEAD.contains(&s.as_str()) && !TAIL.contains(&s.as_str()))
+        .collect();
+    let grid: Vec<Vec<String>> = grid_keys.iter().map(|k| text(k)).collect::<Result<_>>()?;
+    let (run, features, classifier) = (text("run")?, text("features")?, text("classifier")?);
+    let (mode, code, hidden, loss_csv) = (
+        text("mode")?,
+        text("code")?,
+        text("hidden")?,
+        text("loss_csv")?,
+    );
+    let (accuracy, final_loss) = (float("accuracy")?, float("final_loss")?);
+    let (cs, rs) = (float("classify_seconds")?, float("run_seconds")?);
+    let (dim, step, patches, rss) = (
+        int("dim")?,
+        int("step")?,
+        int("patches")?,
+        int("peak_rss_kb")?,
+    );
+    Ok((0..n)
+        .map(|i| Record {
+            run: run[i].clone(),
+            grid: grid_keys
+                .iter()
+                .zip(&grid)
+                .map(|(k, v)| (k.clone(), v[i].clone()))
+                .collect(),
+            features: features[i].clone(),
+            classifier: classifier[i].clone(),
+            accuracy: accuracy[i],
+            dim: dim[i].unwrap_or(0),
+            step: step[i],
+            mode: mode[i].clone(),
+            code: code[i].clone(),
+            patches: patches[i].unwrap_or(0),
+            hidden: hidden[i].clone(),
+            final_loss: final_loss[i],
+            classify_seconds: cs[i],
+            run_seconds: rs[i],
+            peak_rss_kb: rss[i].unwrap_or(0),
+            loss_csv: loss_csv[i].clone(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn record(run: &str, step: Option<u64>, clf: &str, acc: f64) -> Record {
+        Record {
+            run: run.into(),
+            grid: vec![("features.steps".into(), format!("{step:?}"))],
+            features: step.map_or("raw".into(), |s| format!("step{s}-pool")),
+            classifier: clf.into(),
+            accuracy: acc,
+            dim: 100,
+            step,
+            mode: "pool".into(),
+            code: "sigmoid".into(),
+            patches: 1000,
+            hidden: "25".into(),
+            final_loss: 0.5,
+            classify_seconds: 1.5,
+            run_seconds: 10.0,
+            peak_rss_kb: 12345,
+            loss_csv: format!("runs/{run}/loss.csv"),
+        }
+    }
+
+    #[test]
+    fn parquet_round_trip_and_csv_header() {
+        let d = tempfile::tempdir().unwrap();
+        let recs = vec![
+            record("a", Some(8), "rf", 0.31),
+            record("a", None, "lr", 0.25),
+            record("b", Some(4), "svm", 0.375),
+        ];
+        write(d.path(), &recs).unwrap();
+        assert_eq!(read(&d.path().join("results.parquet")).unwrap(), recs);
+        let csv = std::fs::read_to_string(d.path().join("results.csv")).unwrap();
+        let header = csv.lines().next().unwrap().trim_start_matches('\u{feff}');
+        assert!(header.starts_with("run,features.steps,features,classifier,accuracy,"));
+        assert_eq!(csv.lines().count(), 4);
+    }
+
+    #[test]
+    fn a_table_missing_a_column_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut df =
+            DataFrame::new_infer_height(vec![Column::new("run".into(), vec!["a"])]).unwrap();
+        let path = d.path().join("results.parquet");
+        let f = std::fs::File::create(&path).unwrap();
+        ParquetWriter::new(f).finish(&mut df).unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("results.parquet") && e.contains("features"),
+            "{e}"
+        );
+    }
+}
