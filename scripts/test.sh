@@ -6,4 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
-cargo test --release --lib --bins --tests "$@"
+if [ "$#" -gt 0 ]; then
+    cargo test --release "$@"
+else
+    cargo test --release --lib --bins --tests
+fi

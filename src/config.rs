@@ -37,6 +37,10 @@ pub struct Config {
     /// Unset: inside the run folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
+    /// Memory budget in bytes (`"2G"`, `"512M"` or a number; 0: none): chunk and
+    /// tile sizes shrink to fit it, and a run that cannot fit stops before it starts.
+    #[serde(default, deserialize_with = "bytes", skip_serializing_if = "is_zero")]
+    pub max_memory: u64,
     /// Synthetic data to generate first (instead of reading `data.path`).
     #[serde(default)]
     pub synth: Option<SynthConfig>,
@@ -58,6 +62,23 @@ pub struct Config {
     /// Classification.
     #[serde(default)]
     pub classify: ClassifyConfig,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Bytes {
+        Number(u64),
+        Text(String),
+    }
+    match Bytes::deserialize(d)? {
+        Bytes::Number(n) => Ok(n),
+        Bytes::Text(t) => crate::limits::parse_bytes(&t).map_err(serde::de::Error::custom),
+    }
 }
 
 fn default_out() -> PathBuf {

@@ -25,7 +25,8 @@ use crate::progress::Progress;
 use crate::sae::{affine, encode, sigmoid_inplace, Network};
 use crate::store::{Kind, StoreWriter};
 
-/// Patch rows per tile: a tile holds this many patches (at least one image).
+/// Default patch rows per tile ([`crate::limits`] may lower it): a tile holds this
+/// many patches (at least one image).
 pub const TILE_ROWS: usize = 4096;
 
 /// How an image's patch codes become its feature vector.
@@ -267,7 +268,7 @@ impl Encoder {
         }
         let s = set.shape();
         let npos = grid(s.height, self.patch, step).len() * grid(s.width, self.patch, step).len();
-        let per_tile = (TILE_ROWS / npos).max(1);
+        let per_tile = (crate::limits::tile_rows() / npos).max(1);
         let labels = set
             .labels()
             .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;

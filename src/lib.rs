@@ -36,6 +36,7 @@ pub mod dist;
 pub mod error;
 pub mod features;
 pub mod ingest;
+pub mod limits;
 pub mod linear;
 pub mod minibatch;
 pub mod mmap;

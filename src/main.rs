@@ -31,6 +31,10 @@ struct Args {
     /// Progress and messages as JSON lines on stderr.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Memory budget (bytes, or 512M, 2G): caches and tiles shrink to fit, and a run
+    /// that cannot fit stops before it starts (overrides `max_memory`).
+    #[arg(long, global = true)]
+    max_memory: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -237,7 +241,13 @@ fn run() -> anyhow::Result<ExitCode> {
             config,
             out,
             restart,
-        } => cmd_run(config, out, restart, comm),
+        } => {
+            let budget = match &args.max_memory {
+                Some(b) => Some(sae::limits::parse_bytes(b)?),
+                None => None,
+            };
+            cmd_run(config, out, restart, budget, comm)
+        }
         Cmd::Synth {
             out,
             format,
@@ -423,11 +433,15 @@ fn cmd_run(
     config: PathBuf,
     out: Option<PathBuf>,
     restart: bool,
+    max_memory: Option<u64>,
     comm: &dyn Comm,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = Config::load(&config)?;
     if let Some(o) = out {
         cfg.out_dir = o;
+    }
+    if let Some(b) = max_memory {
+        cfg.max_memory = b;
     }
     if cfg.threads > 0 {
         // Ignored when --threads already built the pool.

@@ -744,6 +744,26 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         seed: cfg.seed,
     };
     spec.check(ds.train.shape())?;
+    let plan = crate::limits::plan(
+        cfg,
+        ds.train.shape(),
+        ds.train.len(),
+        ds.test.len(),
+        cfg.max_memory,
+    )?;
+    plan.apply();
+    if cfg.max_memory > 0 {
+        let est: Vec<String> = plan
+            .stages
+            .iter()
+            .map(|(k, b)| format!("{k} {:.0} MiB", *b as f64 / 1048576.0))
+            .collect();
+        say(format!(
+            "memory: budget {:.0} MiB; estimated peaks: {}",
+            cfg.max_memory as f64 / 1048576.0,
+            est.join(", ")
+        ));
+    }
     let arch = Architecture::new(
         spec.dim(ds.train.shape().channels),
         &cfg.model.hidden,

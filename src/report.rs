@@ -82,8 +82,27 @@ pub fn markdown(records: &[Record]) -> String {
     out
 }
 
-/// Name of the series a record belongs to, leaving out the grid keys in `axis`.
-fn series_name(r: &Record, axis: &[&str], with_features: bool) -> String {
+/// Grid keys whose value differs between records (the others name no series).
+fn varying(records: &[Record]) -> Vec<String> {
+    let keys: Vec<&String> = records
+        .first()
+        .map(|r| r.grid.iter().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    keys.into_iter()
+        .filter(|k| {
+            let mut vals = records
+                .iter()
+                .filter_map(|r| r.grid.iter().find(|(g, _)| g == *k).map(|(_, v)| v));
+            let first = vals.next();
+            vals.any(|v| Some(v) != first)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Name of the series a record belongs to, leaving out the grid keys in `axis` and
+/// those not in `varying`.
+fn series_name(r: &Record, axis: &[&str], varying: &[String], with_features: bool) -> String {
     let mut s = r.classifier.clone();
     if with_features {
         let _ = write!(s, " {}", r.features);
@@ -94,7 +113,7 @@ fn series_name(r: &Record, axis: &[&str], with_features: bool) -> String {
         }
     }
     for (k, v) in &r.grid {
-        if !axis.contains(&k.as_str()) && !STEP_KEYS.contains(&k.as_str()) {
+        if !axis.contains(&k.as_str()) && !STEP_KEYS.contains(&k.as_str()) && varying.contains(k) {
             let short = k.rsplit('.').next().unwrap_or(k);
             let _ = write!(s, " {short}={v}");
         }
@@ -137,6 +156,7 @@ fn read_loss(path: &Path) -> Result<Vec<(f64, f64)>> {
 /// The plots of `records` (whose loss files are relative to `base`).
 pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>> {
     let mut figs = Vec::new();
+    let vary = varying(records);
     let distinct = |f: &dyn Fn(&Record) -> Option<u64>| {
         let mut v: Vec<u64> = records.iter().filter_map(f).collect();
         v.sort_unstable();
@@ -148,7 +168,7 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
             .iter()
             .filter_map(|r| {
                 r.step
-                    .map(|s| (series_name(r, &[], false), s as f64, r.accuracy))
+                    .map(|s| (series_name(r, &[], &vary, false), s as f64, r.accuracy))
             })
             .collect();
         figs.push((
@@ -167,7 +187,7 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
             .iter()
             .map(|r| {
                 (
-                    series_name(r, &PATCH_KEYS, true),
+                    series_name(r, &PATCH_KEYS, &vary, true),
                     r.patches as f64,
                     r.accuracy,
                 )

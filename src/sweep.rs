@@ -124,8 +124,18 @@ impl SweepFile {
                 values.push((key.to_string(), short(&v)));
                 set(&mut t, key, v)?;
             }
-            let label: Vec<String> = values.iter().map(|(_, v)| v.clone()).collect();
-            let name = format!("{k:03}-{}", label.join("_"));
+            // Axes with one value say nothing about the run: leave them out of its name.
+            let label: Vec<String> = values
+                .iter()
+                .zip(&axes)
+                .filter(|(_, (_, vals))| vals.len() > 1)
+                .map(|((_, v), _)| v.clone())
+                .collect();
+            let name = if label.is_empty() {
+                format!("{k:03}")
+            } else {
+                format!("{k:03}-{}", label.join("_"))
+            };
             t.insert("name".into(), toml::Value::String(name));
             t.insert(
                 "out_dir".into(),

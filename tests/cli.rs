@@ -102,3 +102,23 @@ fn log_json_writes_one_object_per_line() {
     let v: serde_json::Value = serde_json::from_str(err3.trim()).expect("error as JSON");
     assert!(!ok && v["event"] == "error" && v["message"].as_str().unwrap().contains("nowhere"));
 }
+
+#[test]
+fn a_memory_budget_is_checked_before_any_work() {
+    let d = tmp();
+    std::fs::write(
+        d.path().join("c.toml"),
+        "name = \"m\"\n[synth]\nlayout = \"cifar10\"\ntrain = 20\ntest = 10\n\
+         [data]\nformat = \"cifar10\"\n[model]\nhidden = [1600]\n[patches]\ncount = 500\n",
+    )
+    .unwrap();
+    // A budget the network's own buffers exceed: stops before sampling, naming the key.
+    let (ok, _, err) = run_bin(&["run", "c.toml", "--max-memory", "300M"], d.path());
+    assert!(
+        !ok && err.contains("train.chunk") && err.contains("max_memory"),
+        "{err}"
+    );
+    assert!(!d.path().join("runs/m/patches.arrow").exists());
+    let (ok, _, err) = run_bin(&["run", "c.toml", "--max-memory", "lots"], d.path());
+    assert!(!ok && err.contains("lots"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, topic modules, shared helpers in `util`.
 
 mod cli;
+mod fixtures;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod pipeline;

@@ -18,8 +18,9 @@ use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
 use crate::store::Rows;
 
-/// Largest first-layer activation cache kept between the two passes of an evaluation.
-/// Bounded, so memory stays independent of the store size: big stores just recompute.
+/// Default largest first-layer activation cache kept between the two passes of an
+/// evaluation ([`crate::limits`] may lower it). Bounded, so memory stays independent
+/// of the store size: big stores just recompute.
 pub const CACHE_BYTES: usize = 256 << 20;
 
 /// First-layer activations of every block, in block order.
@@ -110,7 +111,8 @@ impl<'a> Objective<'a> {
     ) -> Result<(Array1<f64>, Option<ActivationCache<F>>)> {
         let s = self.arch.sparse;
         let keep = s == 1
-            && self.data.rows() * self.arch.sizes[1] * std::mem::size_of::<F>() <= CACHE_BYTES;
+            && self.data.rows() * self.arch.sizes[1] * std::mem::size_of::<F>()
+                <= crate::limits::cache_bytes();
         let mut cache = Vec::new();
         let mut sum = Array1::<f64>::zeros(self.arch.sizes[s]);
         self.data.for_each_chunk(&mut |chunk| {
