@@ -27,7 +27,7 @@ hidden = [24]
 [train]
 optimizer = "{optimizer}"
 max_iter = 60
-epochs = 3
+epochs = 6
 batch_size = 500
 learning_rate = 0.01
 chunk = 4000
@@ -75,7 +75,24 @@ fn kill_and_resume(optimizer: &str) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let wait = Duration::from_millis(sae::rng::uniform(&mut r, 300.0, 1500.0) as u64);
+        let mut wait = Duration::from_millis(sae::rng::uniform(&mut r, 300.0, 1500.0) as u64);
+        let mut t = t;
+        if kills == 0 {
+            // The first kill lands during training whatever the machine's load: count
+            // from the first checkpoint, not from the start of the process.
+            let db = d.path().join("cut/checkpoint.sled");
+            let has_ckpt = || {
+                std::fs::read_dir(&db).is_ok_and(|r| {
+                    r.filter_map(|e| e.ok())
+                        .any(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+                })
+            };
+            while !has_ckpt() && t.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            t = Instant::now();
+            wait = Duration::from_millis(sae::rng::uniform(&mut r, 0.0, 300.0) as u64);
+        }
         let mut finished = None;
         while t.elapsed() < wait {
             if let Some(s) = child.try_wait().unwrap() {
