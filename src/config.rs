@@ -383,6 +383,17 @@ impl Default for FeatureConfig {
     }
 }
 
+impl EncoderKind {
+    /// The name used in configs and result tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            EncoderKind::Sigmoid => "sigmoid",
+            EncoderKind::Softthreshold => "softthreshold",
+            EncoderKind::Triangle => "triangle",
+        }
+    }
+}
+
 impl FeatureConfig {
     /// The code the encoder computes.
     pub fn code(&self) -> Code {

@@ -224,8 +224,8 @@ fn permute_rows(x: &mut Array2<f32>, y: &mut [u32], perm: &[usize]) {
                 y[j] = ty;
                 break;
             }
-            let (src, dst) = (x.row(k).to_owned(), j);
-            x.row_mut(dst).assign(&src);
+            let (mut dst, src) = x.multi_slice_mut((s![j, ..], s![k, ..]));
+            dst.assign(&src);
             y[j] = y[k];
             j = k;
         }

@@ -902,10 +902,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 features: name.clone(),
                 step: Some(step as u64),
                 mode: mode.name().into(),
-                code: serde_json::to_value(cfg.features.encoder)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                code: cfg.features.encoder.name().into(),
                 ..shared.clone()
             };
             results.extend(classify_set(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, tmp};
+use crate::util::{bin, checkpoint_files, tmp};
 
 fn mpirun(np: usize, args: &[&str], cwd: &Path) -> Command {
     let mut c = Command::new("mpirun");
@@ -155,15 +155,8 @@ fn interrupted(dir: &Path, cfg: &Path, run: &str) {
         .unwrap();
     let db = dir.join(run).join("checkpoint.sled");
     let t = Instant::now();
-    let count = || {
-        std::fs::read_dir(&db).map_or(0, |r| {
-            r.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
-                .count()
-        })
-    };
     // Old bodies are pruned, so two files mean at least the second checkpoint.
-    while count() < 2 && t.elapsed() < Duration::from_secs(60) {
+    while checkpoint_files(&db) < 2 && t.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(150));

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, run_bin, tmp};
+use crate::util::{bin, checkpoint_files, run_bin, tmp};
 
 fn config(dir: &Path, name: &str, optimizer: &str) -> std::path::PathBuf {
     let text = format!(
@@ -81,13 +81,7 @@ fn kill_and_resume(optimizer: &str) {
             // The first kill lands during training whatever the machine's load: count
             // from the first checkpoint, not from the start of the process.
             let db = d.path().join("cut/checkpoint.sled");
-            let has_ckpt = || {
-                std::fs::read_dir(&db).is_ok_and(|r| {
-                    r.filter_map(|e| e.ok())
-                        .any(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
-                })
-            };
-            while !has_ckpt() && t.elapsed() < Duration::from_secs(60) {
+            while checkpoint_files(&db) == 0 && t.elapsed() < Duration::from_secs(60) {
                 std::thread::sleep(Duration::from_millis(2));
             }
             t = Instant::now();
@@ -339,13 +333,7 @@ fn full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     // Once the run has written a checkpoint, fill the disk.
     let db = disk.join("cut/checkpoint.sled");
     let t = Instant::now();
-    let has_ckpt = || {
-        std::fs::read_dir(&db).is_ok_and(|r| {
-            r.filter_map(|e| e.ok())
-                .any(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
-        })
-    };
-    while !has_ckpt() && t.elapsed() < Duration::from_secs(60) {
+    while checkpoint_files(&db) == 0 && t.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let filler = disk.join("filler");

@@ -51,3 +51,13 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub fn fixture_pixel(i: usize, y: usize, x: usize, c: usize) -> u8 {
     ((i * 37 + y * 11 + x * 5 + c * 60) % 256) as u8
 }
+
+/// Checkpoint body files in a run's checkpoint folder (`ckpt-*.bin`; old ones are
+/// pruned, so at most two).
+pub fn checkpoint_files(db: &Path) -> usize {
+    std::fs::read_dir(db).map_or(0, |r| {
+        r.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+            .count()
+    })
+}
