@@ -1,9 +1,10 @@
 //! Throughput benchmark behind `scripts/bench.sh`: this machine's f32 matrix-multiply
 //! rate for the shapes the objective uses (the "peak" the rest is compared with), the
 //! loss + gradient rate for several hidden sizes, and the fused encoding rate at
-//! several steps. Prints one JSON object per measurement to stdout.
+//! several steps, and the linear classifier's loss + gradient rate on wide features.
+//! Prints one JSON object per measurement to stdout.
 //!
-//! `cargo bench --bench throughput -- [--quick] [--hidden 25,100,400,1600]`
+//! `cargo bench --bench throughput -- [--quick] [--hidden 25,100,400,1600] [--only linear]`
 
 use std::time::Instant;
 
@@ -52,6 +53,43 @@ fn gemm_peak(x: &Array2<f32>, h: usize, reps: usize) -> f64 {
     4.0 * (x.nrows() * d * h) as f64 / t / 1e9
 }
 
+/// The classifier objective on CIFAR-10-sized features (50,000 x 6,400, 10 classes):
+/// seconds per loss + gradient, and its rate as a fraction of the plain GEMM of the same
+/// shapes, which is bound by reading the feature matrix twice.
+fn linear(quick: bool) {
+    let (n, d, c) = if quick {
+        (10_000, 6_400, 10)
+    } else {
+        (50_000, 6_400, 10)
+    };
+    let x = Array2::from_shape_fn((n, d), |(i, j)| {
+        (((i * 131 + j * 71) % 257) as f32 / 128.0) - 1.0
+    });
+    let y: Vec<u32> = (0..n).map(|i| (i % c) as u32).collect();
+    let theta: Vec<f64> = (0..c * (d + 1))
+        .map(|i| ((i % 13) as f64 - 6.0) * 1e-3)
+        .collect();
+    let threads = rayon::current_num_threads();
+    let peak = gemm_peak(&x, c, 3);
+    for loss in [sae::linear::Loss::Softmax, sae::linear::Loss::SquaredHinge] {
+        let t = best_of(3, || {
+            std::hint::black_box(sae::linear::objective::<f32>(
+                loss,
+                x.view(),
+                &y,
+                c,
+                1e-3,
+                &theta,
+            ));
+        });
+        let gflops = 4.0 * (n * d * c) as f64 / t / 1e9;
+        println!(
+            "{{\"bench\":\"linear\",\"loss\":\"{loss:?}\",\"rows\":{n},\"features\":{d},\"classes\":{c},\"threads\":{threads},\"seconds\":{t:.4},\"gflops\":{gflops:.2},\"gemm_gflops\":{peak:.2},\"fraction_of_gemm\":{:.3}}}",
+            gflops / peak
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -67,6 +105,15 @@ fn main() {
                 vec![25, 100, 400, 1600]
             }
         });
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if only.as_deref() == Some("linear") {
+        linear(quick);
+        return;
+    }
     let m = if quick { 32_768 } else { 131_072 };
     let reps = if quick { 2 } else { 3 };
     let threads = rayon::current_num_threads();

@@ -250,7 +250,13 @@ pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
     if crc32fast::hash(&blob[8..]) != crc {
         return Err(Error::bad(path, "checkpoint checksum mismatch (damaged)"));
     }
-    bincode::deserialize(&blob[8..])
+    // The limit keeps a damaged length prefix from asking for more than the blob holds.
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(blob.len() as u64)
+        .deserialize(&blob[8..])
         .map_err(|e| Error::bad(path, format!("undecodable checkpoint: {e}")))
 }
 

@@ -465,8 +465,13 @@ impl Config {
     /// Parses and checks a TOML file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and checks TOML `text` read from `path` (named in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
         let c: Config =
-            toml::from_str(&text).map_err(|e| Error::bad(path, format!("invalid config: {e}")))?;
+            toml::from_str(text).map_err(|e| Error::bad(path, format!("invalid config: {e}")))?;
         c.check()?;
         Ok(c)
     }

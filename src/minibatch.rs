@@ -191,9 +191,12 @@ pub fn run_epoch(
                 .with_block(MINI_BLOCK)
                 .with_comm(comm)
                 .eval::<f32>(&state.theta)?;
-            if loss.total > 1e12 {
+            // Stops before the update, so the state (and every checkpoint) stays the
+            // last good one; NaN compares false, hence the explicit finiteness test.
+            if !loss.total.is_finite() || loss.total > 1e12 || g.iter().any(|v| !v.is_finite()) {
                 return Err(Error::Numeric(format!(
-                    "loss exploded to {:.3e} at step {}; lower the learning rate",
+                    "loss diverged ({:.3e}) at step {}; lower train.learning_rate \
+                     (the last checkpoint holds the state before it)",
                     loss.total, state.steps
                 )));
             }

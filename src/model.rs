@@ -87,6 +87,7 @@ impl Model {
         let header: Header = serde_json::from_slice(&body[20..20 + hlen])
             .map_err(|e| Error::bad(path, format!("bad header: {e}")))?;
         let params = &body[20 + hlen..];
+        check_header(&header, params.len()).map_err(|m| bad(&m))?;
         if params.len() != 4 * header.arch.n_params() {
             return Err(bad("parameter block does not match the architecture"));
         }
@@ -99,6 +100,56 @@ impl Model {
             theta,
         };
         Ok(Model { header, net })
+    }
+}
+
+/// Checks a header read from a file before any size in it is used: the network must
+/// be one `Architecture::new` builds, its input must be `channels · patch²` values,
+/// and its parameter count (with overflow checked) must fit `param_bytes`.
+fn check_header(h: &Header, param_bytes: usize) -> std::result::Result<(), String> {
+    let a = &h.arch;
+    let n = a.sizes.len();
+    if n < 3 || a.sizes.contains(&0) || a.sizes[0] != a.sizes[n - 1] {
+        return Err(format!("header has an impossible network {:?}", a.sizes));
+    }
+    if a.sparse == 0 || a.sparse >= n - 1 {
+        return Err(format!(
+            "header's sparse layer {} is not a hidden layer",
+            a.sparse
+        ));
+    }
+    let input = h
+        .patch
+        .checked_mul(h.patch)
+        .and_then(|v| v.checked_mul(h.channels));
+    if input != Some(a.sizes[0]) {
+        return Err(format!(
+            "header's {} inputs do not match {} channels of {}x{} patches",
+            a.sizes[0], h.channels, h.patch, h.patch
+        ));
+    }
+    let norm_ok = match &h.norm {
+        Normaliser::Ufldl { pstd } => pstd.is_finite() && *pstd > 0.0,
+        Normaliser::Zca {
+            mean, w, cn_eps, ..
+        } => {
+            mean.len() == input.unwrap_or(0)
+                && Some(w.len()) == mean.len().checked_mul(mean.len())
+                && cn_eps.is_finite()
+                && mean.iter().chain(w).all(|v| v.is_finite())
+        }
+    };
+    if !norm_ok {
+        return Err("header's normalisation does not fit its patches or is not finite".into());
+    }
+    let count = a.sizes.windows(2).try_fold(0usize, |k, w| {
+        w[0].checked_mul(w[1])
+            .and_then(|v| v.checked_add(w[1]))
+            .and_then(|v| k.checked_add(v))
+    });
+    match count.and_then(|c| c.checked_mul(4)) {
+        Some(b) if b == param_bytes => Ok(()),
+        _ => Err("parameter block does not match the architecture".into()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
 use sae::ingest::{pickle, Dataset, Format, OpenOptions, PixelOrder};
 
-use crate::util::{fixture, fixture_pixel, shared_data, tmp};
+use crate::util::{fixture, fixture_hwc, fixture_pixel, numpy_pickle, shared_data, tmp};
 
 fn synth(layout: Layout, dir: &Path, train: usize, test: usize, unlabeled: usize) {
     let spec = SynthSpec {
@@ -148,15 +148,40 @@ fn pickles_of_every_protocol() {
 }
 
 #[test]
-fn bad_pickles_are_named() {
-    let e = pickle::open_file(&fixture("pickle/p4_float.pk"), None)
-        .err()
-        .unwrap()
-        .to_string();
+fn float_pickles_are_scaled_and_nan_is_named() {
+    // Float32 in [0, 255] keeps its values.
+    let p = pickle::open_file(&fixture("pickle/p4_float.pk"), None).unwrap();
+    check_fixture_pixels(&p.images);
+    let data = fixture_hwc();
+    // Big-endian float64 in [0, 1] is scaled by 255.
+    let unit: Vec<u8> = data
+        .iter()
+        .flat_map(|&v| (f64::from(v) / 255.0).to_be_bytes())
+        .collect();
+    let d = tmp();
+    let f = d.path().join("unit.pk");
+    std::fs::write(&f, numpy_pickle(&[("X", &[4, 8, 8, 3], "f8", '>', &unit)])).unwrap();
+    check_fixture_pixels(&pickle::open_file(&f, None).unwrap().images);
+    // A NaN in image 2 is reported with that index.
+    let mut vals: Vec<f32> = data.iter().map(|&v| f32::from(v)).collect();
+    vals[2 * 192 + 17] = f32::NAN;
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&f, numpy_pickle(&[("X", &[4, 8, 8, 3], "f4", '<', &bytes)])).unwrap();
+    let e = pickle::open_file(&f, None).err().unwrap().to_string();
     assert!(
-        e.contains("p4_float.pk") && e.contains("float32") || e.contains("f4"),
+        e.contains("unit.pk") && e.contains("image 2") && e.contains("NaN"),
         "{e}"
     );
+    // Values outside both ranges are refused, naming the first image outside.
+    vals[2 * 192 + 17] = 300.0;
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&f, numpy_pickle(&[("X", &[4, 8, 8, 3], "f4", '<', &bytes)])).unwrap();
+    let e = pickle::open_file(&f, None).err().unwrap().to_string();
+    assert!(e.contains("image 2") && e.contains("[0, 255]"), "{e}");
+}
+
+#[test]
+fn bad_pickles_are_named() {
     let e = pickle::open_file(&fixture("pickle/p4_no_x.pk"), None)
         .err()
         .unwrap()
@@ -172,66 +197,14 @@ fn bad_pickles_are_named() {
     assert!(pickle::open_file(&f, None).is_err());
 }
 
-/// A Python 2 pickle (protocol 2, `str` keys and data as byte strings), built by hand.
-fn python2_pickle(n: usize, data: &[u8], labels: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
-    let global = |p: &mut Vec<u8>, m: &str, name: &str| {
-        p.push(b'c');
-        p.extend_from_slice(format!("{m}\n{name}\n").as_bytes());
-    };
-    let sbs = |p: &mut Vec<u8>, s: &[u8]| {
-        p.push(b'U');
-        p.push(s.len() as u8);
-        p.extend_from_slice(s);
-    };
-    let array = |p: &mut Vec<u8>, shape: &[usize], code: &str, bytes: &[u8]| {
-        global(p, "numpy.core.multiarray", "_reconstruct");
-        global(p, "numpy", "ndarray");
-        p.extend_from_slice(&[b'K', 0, 0x85]);
-        sbs(p, b"b");
-        p.extend_from_slice(&[0x87, b'R', b'(', b'K', 1]);
-        for &d in shape {
-            p.push(b'J');
-            p.extend_from_slice(&(d as i32).to_le_bytes());
-        }
-        p.push(if shape.len() == 1 { 0x85 } else { 0x86 });
-        global(p, "numpy", "dtype");
-        sbs(p, code.as_bytes());
-        p.extend_from_slice(&[b'K', 0, b'K', 1, 0x87, b'R']);
-        p.extend_from_slice(&[b'(', b'K', 3]);
-        sbs(p, b"|");
-        p.extend_from_slice(b"NNNJ");
-        p.extend_from_slice(&(-1i32).to_le_bytes());
-        p.push(b'J');
-        p.extend_from_slice(&(-1i32).to_le_bytes());
-        p.extend_from_slice(&[b'K', 0, b't', b'b', 0x89]);
-        p.push(b'T');
-        p.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        p.extend_from_slice(bytes);
-        p.extend_from_slice(b"tb");
-    };
-    sbs(&mut p, b"X");
-    array(&mut p, &[n, data.len() / n], "u1", data);
-    sbs(&mut p, b"y");
-    array(&mut p, &[n], "u1", labels);
-    p.extend_from_slice(b"u.");
-    p
-}
-
 #[test]
 fn python2_pickles_and_pickle_folders() {
     let d = tmp();
-    let mut data = Vec::new();
-    for i in 0..4 {
-        for y in 0..8 {
-            for x in 0..8 {
-                for c in 0..3 {
-                    data.push(fixture_pixel(i, y, x, c));
-                }
-            }
-        }
-    }
-    let pk = python2_pickle(4, &data, &[1, 4, 10, 4]);
+    let data = fixture_hwc();
+    let pk = numpy_pickle(&[
+        ("X", &[4, data.len() / 4], "u1", '|', &data),
+        ("y", &[4], "u1", '|', &[1, 4, 10, 4]),
+    ]);
     for name in ["train.pk", "test.pk", "X1.pk", "X2.pk"] {
         std::fs::write(d.path().join(name), &pk).unwrap();
     }

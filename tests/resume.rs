@@ -362,3 +362,48 @@ fn full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     let b = sae::model::Model::load(&disk.join("cut/model.sae")).unwrap();
     assert_eq!(a.net.theta, b.net.theta);
 }
+
+#[test]
+fn diverging_run_stops_with_its_reason_and_keeps_the_last_good_checkpoint() {
+    let d = tmp();
+    let cfg = config(d.path(), "boom", "sgd");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("learning_rate = 0.01", "learning_rate = 1e9");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, _, err) = run_bin(&["run", cfg.to_str().unwrap()], d.path());
+    assert!(
+        !ok && err.contains("diverged") && err.contains("learning_rate"),
+        "{err}"
+    );
+    let db = d.path().join("boom/checkpoint.sled");
+    let mut blobs: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ckpt-")
+        })
+        .collect();
+    blobs.sort();
+    assert!(!blobs.is_empty(), "a checkpoint before the divergence");
+    for b in &blobs {
+        let c = sae::checkpoint::decode(b, &std::fs::read(b).unwrap()).unwrap();
+        let sae::checkpoint::OptState::Minibatch(s) = c.opt else {
+            panic!("mini-batch state expected");
+        };
+        assert!(s.theta.iter().all(|v| v.is_finite()), "{}", b.display());
+        assert!(c.trace.iter().all(|t| t.loss.is_finite()));
+    }
+    // A rerun resumes from that checkpoint and stops at the same step, not earlier.
+    let step = |e: &str| {
+        e.split("at step ")
+            .nth(1)
+            .map(|s| s.split(';').next().unwrap().to_string())
+    };
+    let (ok, _, err2) = run_bin(&["run", cfg.to_str().unwrap()], d.path());
+    assert!(!ok && err2.contains("resuming from checkpoint"), "{err2}");
+    assert_eq!(step(&err), step(&err2), "{err}\n---\n{err2}");
+}

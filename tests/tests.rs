@@ -2,9 +2,11 @@
 
 mod cli;
 mod fixtures;
+mod hostile;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod pipeline;
+mod properties;
 mod readers;
 mod resume;
 mod store;

@@ -52,6 +52,21 @@ pub fn fixture_pixel(i: usize, y: usize, x: usize, c: usize) -> u8 {
     ((i * 37 + y * 11 + x * 5 + c * 60) % 256) as u8
 }
 
+/// The four 8x8 fixture images as one HWC byte array.
+pub fn fixture_hwc() -> Vec<u8> {
+    let mut data = Vec::new();
+    for i in 0..4 {
+        for y in 0..8 {
+            for x in 0..8 {
+                for c in 0..3 {
+                    data.push(fixture_pixel(i, y, x, c));
+                }
+            }
+        }
+    }
+    data
+}
+
 /// Checkpoint body files in a run's checkpoint folder (`ckpt-*.bin`; old ones are
 /// pruned, so at most two).
 pub fn checkpoint_files(db: &Path) -> usize {
@@ -60,4 +75,52 @@ pub fn checkpoint_files(db: &Path) -> usize {
             .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
             .count()
     })
+}
+
+/// One numpy array of a pickled dict: key, shape, dtype code (`u1`, `f4`, ...), byte
+/// order (`'<'`, `'>'` or `'|'`) and the element bytes.
+pub type PickledArray<'a> = (&'a str, &'a [usize], &'a str, char, &'a [u8]);
+
+/// A dict of numpy arrays pickled as numpy does with protocol 2 (`str` keys, data as
+/// byte strings), built by hand so that tests need no Python.
+pub fn numpy_pickle(arrays: &[PickledArray]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
+    let global = |p: &mut Vec<u8>, m: &str, name: &str| {
+        p.push(b'c');
+        p.extend_from_slice(format!("{m}\n{name}\n").as_bytes());
+    };
+    let sbs = |p: &mut Vec<u8>, s: &[u8]| {
+        p.push(b'U');
+        p.push(s.len() as u8);
+        p.extend_from_slice(s);
+    };
+    for &(key, shape, code, order, bytes) in arrays {
+        sbs(&mut p, key.as_bytes());
+        global(&mut p, "numpy.core.multiarray", "_reconstruct");
+        global(&mut p, "numpy", "ndarray");
+        p.extend_from_slice(&[b'K', 0, 0x85]);
+        sbs(&mut p, b"b");
+        p.extend_from_slice(&[0x87, b'R', b'(', b'K', 1, b'(']);
+        for &d in shape {
+            p.push(b'J');
+            p.extend_from_slice(&(d as i32).to_le_bytes());
+        }
+        p.push(b't');
+        global(&mut p, "numpy", "dtype");
+        sbs(&mut p, code.as_bytes());
+        p.extend_from_slice(&[b'K', 0, b'K', 1, 0x87, b'R']);
+        p.extend_from_slice(&[b'(', b'K', 3]);
+        sbs(&mut p, order.to_string().as_bytes());
+        p.extend_from_slice(b"NNNJ");
+        p.extend_from_slice(&(-1i32).to_le_bytes());
+        p.push(b'J');
+        p.extend_from_slice(&(-1i32).to_le_bytes());
+        p.extend_from_slice(&[b'K', 0, b't', b'b', 0x89]);
+        p.push(b'T');
+        p.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        p.extend_from_slice(bytes);
+        p.extend_from_slice(b"tb");
+    }
+    p.extend_from_slice(b"u.");
+    p
 }

@@ -736,22 +736,31 @@ pub fn open_file(path: &Path, order: Option<PixelOrder>) -> Result<PickledSet> {
         Some(Err(e)) => return Err(Error::bad(path, format!("images: {e}"))),
         None => return Err(Error::bad(path, "does not hold a numpy array of images")),
     };
-    if a.dtype != "u1" {
-        return Err(Error::bad(
-            path,
-            format!("images have dtype {}; expected uint8", a.dtype),
-        ));
-    }
-    let (n, shape, fixed) = image_shape(path, &a.shape)?;
+    let elem = match a.dtype.as_str() {
+        "u1" => 1,
+        "f4" => 4,
+        "f8" => 8,
+        other => {
+            return Err(Error::bad(
+                path,
+                format!("images have dtype {other}; expected uint8, float32 or float64"),
+            ))
+        }
+    };
+    let (n, shape, fixed) = image_shape(path, &a.shape, order)?;
     let data = blob_bytes(&a.data, buf);
-    if data.len() != n * shape.pixels() {
+    let need = n
+        .checked_mul(shape.pixels())
+        .and_then(|v| v.checked_mul(elem));
+    if need != Some(data.len()) {
         return Err(Error::bad(
             path,
             format!(
-                "array data has {} bytes; shape {:?} needs {}",
+                "array data has {} bytes; shape {:?} of {} needs {}",
                 data.len(),
                 a.shape,
-                n * shape.pixels()
+                a.dtype,
+                need.map_or("more than memory holds".into(), |v| v.to_string())
             ),
         ));
     }
@@ -760,6 +769,10 @@ pub fn open_file(path: &Path, order: Option<PixelOrder>) -> Result<PickledSet> {
         Some(y) => Some(labels_of(path, &y, buf)?),
     };
     let (source, offset) = match &a.data {
+        _ if elem > 1 => {
+            let px = float_pixels(path, data, elem, a.big_endian, shape.pixels())?;
+            (Arc::new(Source::Owned(px)), 0)
+        }
         Blob::Slice { start, .. } => (src.clone(), *start),
         Blob::Owned(v) => (Arc::new(Source::Owned(v.to_vec())), 0),
     };
@@ -801,6 +814,63 @@ pub fn open_file(path: &Path, order: Option<PixelOrder>) -> Result<PickledSet> {
     })
 }
 
+/// Float images as bytes: values in [0, 1] are scaled by 255, values in [0, 255] kept
+/// (both rounded). NaN, Inf or values outside both ranges are refused, naming the image.
+fn float_pixels(
+    path: &Path,
+    data: &[u8],
+    elem: usize,
+    big_endian: bool,
+    pixels: usize,
+) -> Result<Vec<u8>> {
+    let value = |c: &[u8]| -> f64 {
+        match (elem, big_endian) {
+            (4, false) => f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64,
+            (4, true) => f32::from_be_bytes(c.try_into().expect("4 bytes")) as f64,
+            (_, false) => f64::from_le_bytes(c.try_into().expect("8 bytes")),
+            (_, true) => f64::from_be_bytes(c.try_into().expect("8 bytes")),
+        }
+    };
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (k, c) in data.chunks_exact(elem).enumerate() {
+        let v = value(c);
+        if !v.is_finite() {
+            return Err(Error::bad(
+                path,
+                format!(
+                    "image {} holds {v} at value {} (NaN or Inf in the data)",
+                    k / pixels.max(1),
+                    k % pixels.max(1)
+                ),
+            ));
+        }
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let scale = if lo >= 0.0 && hi <= 1.0 {
+        255.0
+    } else if lo >= 0.0 && hi <= 255.0 {
+        1.0
+    } else {
+        let k = data
+            .chunks_exact(elem)
+            .position(|c| !(0.0..=255.0).contains(&value(c)))
+            .unwrap_or(0);
+        return Err(Error::bad(
+            path,
+            format!(
+                "float pixels span [{lo}, {hi}] (image {} first leaves [0, 255]); \
+                 expected values in [0, 1] or [0, 255]",
+                k / pixels.max(1)
+            ),
+        ));
+    };
+    Ok(data
+        .chunks_exact(elem)
+        .map(|c| (value(c) * scale).round() as u8)
+        .collect())
+}
+
 /// Labels as 0-based bytes; 1-based files (no 0, as STL-10's) are shifted.
 fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<u8>> {
     if l.len() != n {
@@ -820,7 +890,14 @@ fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<u8>> {
 }
 
 /// Number of images, their shape, and the pixel order if the shape fixes it.
-fn image_shape(path: &Path, dims: &[usize]) -> Result<(usize, Shape, Option<PixelOrder>)> {
+///
+/// `N x 3 x H x 3` reads either way; the configured order (`planar` for a colour
+/// plane first, else interleaved) settles it, and without one it is refused.
+fn image_shape(
+    path: &Path,
+    dims: &[usize],
+    order: Option<PixelOrder>,
+) -> Result<(usize, Shape, Option<PixelOrder>)> {
     let bad = || {
         Error::bad(
             path,
@@ -829,6 +906,12 @@ fn image_shape(path: &Path, dims: &[usize]) -> Result<(usize, Shape, Option<Pixe
             ),
         )
     };
+    if let [_, .., h, w] = *dims {
+        // Checked before any size is multiplied out: shapes come from the file.
+        if h == 0 || w == 0 || h.checked_mul(w).and_then(|v| v.checked_mul(3)).is_none() {
+            return Err(bad());
+        }
+    }
     match *dims {
         [n, d] if d % 3 == 0 => {
             let side = ((d / 3) as f64).sqrt().round() as usize;
@@ -837,6 +920,22 @@ fn image_shape(path: &Path, dims: &[usize]) -> Result<(usize, Shape, Option<Pixe
             }
             Ok((n, Shape::rgb(side), None))
         }
+        [_, 3, _, 3] if order.is_none() => Err(Error::bad(
+            path,
+            format!(
+                "image array shape {dims:?} reads as N x H x W x 3 and as N x 3 x H x W; \
+                 set data.pixel_order to say which"
+            ),
+        )),
+        [n, 3, h, w] if matches!(order, Some(PixelOrder::Chw | PixelOrder::Cwh)) => Ok((
+            n,
+            Shape {
+                height: h,
+                width: w,
+                channels: 3,
+            },
+            Some(PixelOrder::Chw),
+        )),
         [n, h, w, 3] => Ok((
             n,
             Shape {
