@@ -291,9 +291,14 @@ impl Encoder {
                 .collect();
             set.release();
             for (&(lo, hi), f) in g.iter().zip(feats) {
-                if f.iter().any(|v| !v.is_finite()) {
+                if let Some(k) = f
+                    .rows()
+                    .into_iter()
+                    .position(|r| r.iter().any(|v| !v.is_finite()))
+                {
                     return Err(Error::Numeric(format!(
-                        "features of images {lo}..{hi} of {} are not finite",
+                        "features of image {} of {} are not finite",
+                        lo + k,
                         set.name().display()
                     )));
                 }
