@@ -66,9 +66,9 @@ impl Default for ClassifyParams {
             rf_trees: 100,
             lr_alpha: 1.0,
             linear: LinearParams {
-                l2: vec![1e-2, 1e-3, 1e-4],
+                l2: vec![3e-2, 1e-2, 3e-3, 1e-3],
                 validation: 0.1,
-                max_iter: 300,
+                max_iter: 150,
                 seed: 0,
             },
             seed: 0,

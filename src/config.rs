@@ -437,9 +437,9 @@ impl Default for ClassifyConfig {
             raw_classifiers: None,
             rf_trees: 100,
             lr_alpha: 1.0,
-            l2: vec![1e-2, 1e-3, 1e-4],
+            l2: vec![3e-2, 1e-2, 3e-3, 1e-3],
             validation: 0.1,
-            max_iter: 300,
+            max_iter: 150,
         }
     }
 }
