@@ -392,6 +392,8 @@ impl Store {
         let b = &self.blocks[i];
         let len = b.metaDataLength() as usize + b.bodyLength() as usize;
         let data = self.buffer.slice_with_length(b.offset() as usize, len);
+        check_buffers(&data, b.metaDataLength() as usize, b.bodyLength() as usize)
+            .map_err(|e| Error::bad(&self.path, format!("batch {i}: {e} (damaged)")))?;
         let rb = self
             .decoder
             .read_record_batch(b, &data)
@@ -403,6 +405,41 @@ impl Store {
         }
         Ok(StoreBatch { rb, dim: self.dim })
     }
+}
+
+/// Checks that every buffer a batch's metadata names lies inside its body: the Arrow
+/// decoder slices them unchecked and panics on a damaged file.
+fn check_buffers(
+    block: &[u8],
+    meta_len: usize,
+    body_len: usize,
+) -> std::result::Result<(), String> {
+    let meta = &block[..meta_len.min(block.len())];
+    // An optional continuation marker, then the flatbuffer's length.
+    let at = if meta.starts_with(&[0xff; 4]) { 4 } else { 0 };
+    let n = meta
+        .get(at..at + 4)
+        .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .ok_or("metadata too short")?;
+    let fb = usize::try_from(n)
+        .ok()
+        .and_then(|n| meta.get(at + 4..at + 4 + n))
+        .ok_or("metadata length runs past the block")?;
+    let msg = arrow_ipc::root_as_message(fb).map_err(|e| format!("unreadable metadata: {e}"))?;
+    let rb = msg
+        .header_as_record_batch()
+        .ok_or("metadata is not a record batch")?;
+    for buf in rb.buffers().into_iter().flatten() {
+        let end = i128::from(buf.offset()) + i128::from(buf.length());
+        if buf.offset() < 0 || buf.length() < 0 || end > body_len as i128 {
+            return Err(format!(
+                "a buffer at {} of {} bytes lies outside the {body_len}-byte body",
+                buf.offset(),
+                buf.length()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One decoded batch of a [`Store`].

@@ -9,6 +9,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = sae::config::Config::parse(std::path::Path::new("fuzz.toml"), text) {
         // Everything a run derives from an accepted config before doing work.
         std::hint::black_box((c.data_hash(), c.training_hash(), c.run_dir()));
-        std::hint::black_box((c.lbfgs(), c.minibatch(), c.penalty(), c.norm_spec()));
+        std::hint::black_box((
+            c.train.lbfgs(),
+            c.train.minibatch(),
+            c.model.penalty(),
+            c.patches.norm_spec(),
+        ));
     }
 });
