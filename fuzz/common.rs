@@ -1,6 +1,9 @@
 //! Shared by the fuzz targets: a scratch folder per process, and a walk over every
 //! image of an opened set so that reads past the end would show.
 
+// Each target includes this file and uses only part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
