@@ -577,3 +577,13 @@ fn fuzz_findings_stay_fixed() {
     }
     println!("{seen} fuzz findings replayed");
 }
+
+#[test]
+fn cyclic_pickle_is_refused() {
+    // A list that appends itself: EMPTY_LIST, MEMOIZE, BINGET 0, APPEND, STOP.
+    let d = tmp();
+    let p = d.path().join("cycle.pk");
+    std::fs::write(&p, [0x80, 4, b']', 0x94, b'h', 0, b'a', b'.']).unwrap();
+    let e = read_pickle(&p).unwrap_err();
+    assert!(e.contains("cycle.pk") && e.contains("holds itself"), "{e}");
+}

@@ -430,7 +430,9 @@ impl<'a> Machine<'a> {
                 }
                 b'b' => {
                     let state = self.pop()?;
-                    match self.top()? {
+                    let target = self.top()?.clone();
+                    self.refuse_cycle(&target, std::slice::from_ref(&state))?;
+                    match target {
                         Value::Object(o) => o.borrow_mut().state = Some(state),
                         _ => return Err(self.err("BUILD on something that is not an object")),
                     }
@@ -471,8 +473,50 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Refuses to put `items` into `target` when one of them holds `target`: the
+    /// shared pointers of such a cycle would never be freed. Iterative, so a deeply
+    /// nested value cannot overflow the stack.
+    fn refuse_cycle(&self, target: &Value, items: &[Value]) -> Result<()> {
+        let id = container_id(target);
+        if id.is_none() {
+            return Ok(());
+        }
+        let mut todo: Vec<Value> = items.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(v) = todo.pop() {
+            let Some(this) = container_id(&v) else {
+                continue;
+            };
+            if Some(this) == id {
+                return Err(self.err("a container that holds itself (cyclic pickle)"));
+            }
+            if !seen.insert(this) {
+                continue;
+            }
+            match &v {
+                Value::Tuple(t) => todo.extend(t.iter().cloned()),
+                Value::List(l) => todo.extend(l.borrow().iter().cloned()),
+                Value::Dict(d) => {
+                    for (k, x) in d.borrow().iter() {
+                        todo.push(k.clone());
+                        todo.push(x.clone());
+                    }
+                }
+                Value::Object(o) => {
+                    let o = o.borrow();
+                    todo.extend(o.args.iter().cloned());
+                    todo.extend(o.state.iter().cloned());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn append(&mut self, items: Vec<Value>) -> Result<()> {
-        match self.top()? {
+        let target = self.top()?.clone();
+        self.refuse_cycle(&target, &items)?;
+        match target {
             Value::List(l) => {
                 l.borrow_mut().extend(items);
                 Ok(())
@@ -485,7 +529,9 @@ impl<'a> Machine<'a> {
         if !items.len().is_multiple_of(2) {
             return Err(self.err("odd number of dict items"));
         }
-        match self.top()? {
+        let target = self.top()?.clone();
+        self.refuse_cycle(&target, &items)?;
+        match target {
             Value::Dict(d) => {
                 let mut d = d.borrow_mut();
                 let mut it = items.into_iter();
@@ -496,6 +542,17 @@ impl<'a> Machine<'a> {
             }
             _ => Err(self.err("SETITEM on something that is not a dict")),
         }
+    }
+}
+
+/// Address of a container's shared allocation (None for plain values).
+fn container_id(v: &Value) -> Option<usize> {
+    match v {
+        Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
+        Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+        Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+        Value::Object(o) => Some(Rc::as_ptr(o) as *const () as usize),
+        _ => None,
     }
 }
 
