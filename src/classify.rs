@@ -61,18 +61,9 @@ pub struct ClassifyParams {
 }
 
 impl Default for ClassifyParams {
+    /// The config's defaults, so that library and CLI agree.
     fn default() -> Self {
-        ClassifyParams {
-            rf_trees: 100,
-            lr_alpha: 1.0,
-            linear: LinearParams {
-                l2: vec![3e-2, 1e-2, 3e-3, 1e-3],
-                validation: 0.1,
-                max_iter: 150,
-                seed: 0,
-            },
-            seed: 0,
-        }
+        crate::config::ClassifyConfig::default().params(0)
     }
 }
 

@@ -984,7 +984,8 @@ fn image_shape(
                  set data.pixel_order to say which"
             ),
         )),
-        [n, 3, h, w] if matches!(order, Some(PixelOrder::Chw | PixelOrder::Cwh)) => Ok((
+        // Planar when the shape says so, or when the config does for N x 3 x H x 3.
+        [n, 3, h, w] if w != 3 || matches!(order, Some(PixelOrder::Chw | PixelOrder::Cwh)) => Ok((
             n,
             Shape {
                 height: h,
@@ -1001,15 +1002,6 @@ fn image_shape(
                 channels: 3,
             },
             Some(PixelOrder::Hwc),
-        )),
-        [n, 3, h, w] => Ok((
-            n,
-            Shape {
-                height: h,
-                width: w,
-                channels: 3,
-            },
-            Some(PixelOrder::Chw),
         )),
         _ => Err(bad()),
     }
