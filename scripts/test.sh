@@ -10,4 +10,6 @@ if [ "$#" -gt 0 ]; then
     cargo test --release "$@"
 else
     cargo test --release --lib --bins --tests
+    # The examples in the API docs compile (and run, unless marked no_run).
+    cargo test --release --doc
 fi

@@ -30,8 +30,11 @@ use crate::error::{Error, Result};
 use crate::minibatch::MinibatchState;
 use crate::optim::LbfgsState;
 
-/// Checkpoint body format version.
-pub const VERSION: u32 = 1;
+/// Checkpoint body format version (2 added [`Checkpoint::ended`]).
+pub const VERSION: u32 = 2;
+
+/// Versions this build reads.
+const READS: [u32; 2] = [1, 2];
 
 /// The optimiser's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +67,28 @@ pub struct Checkpoint {
     pub opt: OptState,
     /// The loss trace so far.
     pub trace: Vec<TracePoint>,
+    /// Why the optimiser stopped here of its own accord (a tolerance met, a failed
+    /// line search), if it did: the state is then final for any limit at or past its
+    /// iteration, and a resumed run must not step on. `None` while it would go on.
+    pub ended: Option<String>,
+}
+
+/// A version-1 body: no `ended`.
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    opt: OptState,
+    trace: Vec<TracePoint>,
+}
+
+impl Checkpoint {
+    /// L-BFGS iterations or mini-batch epochs done: where the run stands against its
+    /// limit (`train.max_iter` or `train.epochs`).
+    pub fn position(&self) -> usize {
+        match &self.opt {
+            OptState::Lbfgs(s) => s.iter,
+            OptState::Minibatch(s) => s.epoch,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,11 +163,11 @@ impl Checkpoints {
             Some(m) if !restart => {
                 let m: Meta = serde_json::from_slice(&m)
                     .map_err(|e| Error::bad(path, format!("unreadable meta: {e}")))?;
-                if m.version != VERSION {
+                if !READS.contains(&m.version) {
                     return Err(Error::bad(
                         path,
                         format!(
-                            "incompatible checkpoint version {}; this build reads {VERSION} \
+                            "incompatible checkpoint version {}; this build reads {READS:?} \
                              (use --restart to begin afresh)",
                             m.version
                         ),
@@ -159,15 +184,41 @@ impl Checkpoints {
                     ));
                 }
             }
-            _ => {
-                me.db.clear().map_err(|e| sled_err(path, e))?;
-                me.db
-                    .insert("meta", serde_json::to_vec(&fresh).expect("meta serialises"))
-                    .map_err(|e| sled_err(path, e))?;
-                me.db.flush().map_err(|e| sled_err(path, e))?;
-            }
+            _ => me.reset(&fresh)?,
         }
         Ok(me)
+    }
+
+    /// Forgets every checkpoint (their files included), keeping the database and its
+    /// config hash: for a run that must start again from the beginning.
+    pub fn clear(&self) -> Result<()> {
+        let meta = self.db.get("meta").map_err(|e| sled_err(&self.path, e))?;
+        let meta: Meta = match meta {
+            Some(m) => serde_json::from_slice(&m)
+                .map_err(|e| Error::bad(&self.path, format!("unreadable meta: {e}")))?,
+            None => return Ok(()),
+        };
+        self.reset(&Meta {
+            version: VERSION,
+            ..meta
+        })
+    }
+
+    fn reset(&self, meta: &Meta) -> Result<()> {
+        let path = &self.path;
+        self.db.clear().map_err(|e| sled_err(path, e))?;
+        self.db
+            .insert("meta", serde_json::to_vec(meta).expect("meta serialises"))
+            .map_err(|e| sled_err(path, e))?;
+        self.db.flush().map_err(|e| sled_err(path, e))?;
+        // Bodies go after the index no longer names them.
+        let dir = std::fs::read_dir(path).map_err(Error::io(path))?;
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ckpt-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     /// Saves `c` as the newest checkpoint (durable when this returns).
@@ -240,10 +291,10 @@ pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
         return Err(Error::bad(path, "checkpoint blob too short"));
     }
     let version = u32::from_le_bytes(blob[..4].try_into().expect("4 bytes"));
-    if version != VERSION {
+    if !READS.contains(&version) {
         return Err(Error::bad(
             path,
-            format!("incompatible checkpoint version {version}; this build reads {VERSION}"),
+            format!("incompatible checkpoint version {version}; this build reads {READS:?}"),
         ));
     }
     let crc = u32::from_le_bytes(blob[4..8].try_into().expect("4 bytes"));
@@ -252,12 +303,29 @@ pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
     }
     // The limit keeps a damaged length prefix from asking for more than the blob holds.
     use bincode::Options;
-    bincode::DefaultOptions::new()
+    let opts = bincode::DefaultOptions::new()
         .with_fixint_encoding()
         .allow_trailing_bytes()
-        .with_limit(blob.len() as u64)
-        .deserialize(&blob[8..])
-        .map_err(|e| Error::bad(path, format!("undecodable checkpoint: {e}")))
+        .with_limit(blob.len() as u64);
+    let undecodable = |e| Error::bad(path, format!("undecodable checkpoint: {e}"));
+    if version == 1 {
+        let c: CheckpointV1 = opts.deserialize(&blob[8..]).map_err(undecodable)?;
+        return Ok(Checkpoint {
+            opt: c.opt,
+            trace: c.trace,
+            ended: None,
+        });
+    }
+    opts.deserialize(&blob[8..]).map_err(undecodable)
+}
+
+/// Stops the process abruptly at the named point when `SAE_CRASH_AT` names it: the
+/// crash-safety tests use it to land a kill at an exact moment (for example between
+/// the final checkpoint and the model file). Does nothing otherwise.
+pub fn crash_point(name: &str) {
+    if std::env::var_os("SAE_CRASH_AT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +342,7 @@ mod tests {
                 gmax: f64::NAN,
                 seconds: 0.5,
             }],
+            ended: None,
         }
     }
 

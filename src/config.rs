@@ -131,6 +131,20 @@ pub struct DataConfig {
     /// data folder: STL-10's protocol of ten folds of 1,000 images; 0: all images).
     #[serde(default)]
     pub fold: usize,
+    /// Evaluate on this fraction of the training images, held out (a seeded random
+    /// choice), instead of the test set, which is then never read: the protocol for
+    /// choosing settings (0: evaluate on the test set).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub holdout: f64,
+    /// First label of pickled datasets (0 or 1); unset: decided once from all label
+    /// files of the dataset together (1-based only when no file holds a 0). CIFAR-10 is
+    /// 0-based and STL-10 1-based by format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_base: Option<u8>,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn auto() -> String {
@@ -148,6 +162,8 @@ impl Default for DataConfig {
             unlabeled_limit: 0,
             resize: 0,
             fold: 0,
+            holdout: 0.0,
+            label_base: None,
         }
     }
 }
@@ -239,6 +255,21 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return bad("model.hidden", "needs hidden layers of at least one unit");
+        }
+        if !(self.rho > 0.0 && self.rho < 1.0) {
+            return bad("model.rho", "must lie in (0, 1)");
+        }
+        if !(self.lambda >= 0.0 && self.beta >= 0.0) {
+            return bad("model.lambda", "lambda and beta must be non-negative");
+        }
+        Ok(())
+    }
+
     /// The penalty.
     pub fn penalty(&self) -> Penalty {
         Penalty {
@@ -311,6 +342,24 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad("train.learning_rate", "must be positive");
+        }
+        if self.batch_size == 0 || self.epochs == 0 {
+            return bad(
+                "train.batch_size",
+                "batch_size and epochs must be at least 1",
+            );
+        }
+        if self.memory == 0 || self.chunk == 0 {
+            return bad("train.memory", "memory and chunk must be at least 1");
+        }
+        Ok(())
+    }
+
     /// Mini-batch parameters, unless the optimiser is L-BFGS.
     pub fn minibatch(&self) -> Option<crate::minibatch::MinibatchParams> {
         use crate::minibatch::{Method, MinibatchParams};
@@ -358,6 +407,9 @@ pub struct FeatureConfig {
     pub encoder: EncoderKind,
     /// Threshold α of the soft-threshold code.
     pub alpha: f64,
+    /// Add the code layer's bias before the soft threshold (`W·a + b`), or leave it out
+    /// (`W·a`, Coates & Ng's code of a dictionary).
+    pub bias: bool,
 }
 
 /// The code of [`FeatureConfig::encoder`].
@@ -379,6 +431,7 @@ impl Default for FeatureConfig {
             modes: vec![Mode::Pool],
             encoder: EncoderKind::Sigmoid,
             alpha: 0.25,
+            bias: false,
         }
     }
 }
@@ -399,7 +452,10 @@ impl FeatureConfig {
     pub fn code(&self) -> Code {
         match self.encoder {
             EncoderKind::Sigmoid => Code::Sigmoid,
-            EncoderKind::Softthreshold => Code::SoftThreshold(self.alpha as f32),
+            EncoderKind::Softthreshold => Code::SoftThreshold {
+                alpha: self.alpha as f32,
+                bias: self.bias,
+            },
             EncoderKind::Triangle => Code::Triangle,
         }
     }
@@ -488,6 +544,12 @@ impl Config {
         if self.data.pixel_order != "auto" {
             self.data.pixel_order.parse::<crate::ingest::PixelOrder>()?;
         }
+        if !(0.0..0.9).contains(&self.data.holdout) {
+            return bad("data.holdout", "must lie in [0, 0.9)");
+        }
+        if self.data.label_base.is_some_and(|b| b > 1) {
+            return bad("data.label_base", "must be 0 or 1");
+        }
         if let Some(s) = &self.synth {
             if s.train == 0 || s.test == 0 {
                 return bad("synth", "train and test need at least one image");
@@ -506,34 +568,15 @@ impl Config {
         if !(p.zca_eps >= 0.0 && p.cn_eps >= 0.0) {
             return bad("patches.zca_eps", "epsilons must be non-negative");
         }
+        self.model.check()?;
         let m = &self.model;
-        if m.hidden.is_empty() || m.hidden.contains(&0) {
-            return bad("model.hidden", "needs hidden layers of at least one unit");
-        }
-        if !(m.rho > 0.0 && m.rho < 1.0) {
-            return bad("model.rho", "must lie in (0, 1)");
-        }
-        if !(m.lambda >= 0.0 && m.beta >= 0.0) {
-            return bad("model.lambda", "lambda and beta must be non-negative");
-        }
         if m.decoder == Decoder::Sigmoid && p.norm == NormKind::Zca {
             return bad(
                 "model.decoder",
                 "a sigmoid decoder cannot reconstruct whitened patches; use \"linear\"",
             );
         }
-        if !(self.train.learning_rate > 0.0 && self.train.learning_rate.is_finite()) {
-            return bad("train.learning_rate", "must be positive");
-        }
-        if self.train.batch_size == 0 || self.train.epochs == 0 {
-            return bad(
-                "train.batch_size",
-                "batch_size and epochs must be at least 1",
-            );
-        }
-        if self.train.memory == 0 || self.train.chunk == 0 {
-            return bad("train.memory", "memory and chunk must be at least 1");
-        }
+        self.train.check()?;
         if self.features.steps.contains(&0) {
             return bad("features.steps", "steps must be at least 1");
         }
@@ -566,13 +609,21 @@ impl Config {
         format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
     }
 
-    /// Hash of which labelled images are used: the source, limits and fold.
+    /// Hash of which labelled images are used and how they are labelled: the source,
+    /// limits, fold, held-out fraction and label base.
     pub fn labelled_hash(&self) -> String {
         let d = &self.data;
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "data": self.data_hash(), "train": d.train_limit, "test": d.test_limit,
             "fold": d.fold,
         });
+        // Added keys enter the hash only when set, so earlier runs keep their names.
+        if d.holdout > 0.0 {
+            key["holdout"] = serde_json::json!([d.holdout, self.seed]);
+        }
+        if let Some(b) = d.label_base {
+            key["label_base"] = serde_json::json!(b);
+        }
         format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
     }
 
@@ -580,16 +631,34 @@ impl Config {
     /// normalisation, seed. Which labelled images are used (limits, fold) is not part
     /// of it, so runs that only differ there share patches and models.
     pub fn patches_hash(&self) -> String {
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "data": self.data_hash(), "unlabeled_limit": self.data.unlabeled_limit,
             "patches": self.patches, "seed": self.seed, "chunk": self.train.chunk,
         });
+        // Held-out images are left out of the patches too.
+        if self.data.holdout > 0.0 {
+            key["holdout"] = serde_json::json!(self.data.holdout);
+        }
         format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
     }
 
-    /// Hash of what determines the trained model. Iteration and epoch limits are left
-    /// out, so a finished run can be extended by raising them.
+    /// Hash of what determines the trained model, the iteration limit (L-BFGS) or
+    /// epoch count (SGD, Adam) included: runs asked to train for different lengths
+    /// make different models.
     pub fn training_hash(&self) -> String {
+        let limit = match self.train.optimizer {
+            Optimizer::Lbfgs => self.train.max_iter,
+            Optimizer::Sgd | Optimizer::Adam => self.train.epochs,
+        };
+        let key = serde_json::json!({ "lineage": self.lineage_hash(), "limit": limit });
+        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
+    }
+
+    /// Hash of the training trajectory: what determines the model except how long it
+    /// trains (and the checkpoint schedule, which changes nothing). Runs that differ
+    /// only in `max_iter` or `epochs` follow the same path, so they share checkpoints:
+    /// a longer run continues from a shorter one's last checkpoint.
+    pub fn lineage_hash(&self) -> String {
         let mut train = self.train.clone();
         train.max_iter = 0;
         train.epochs = 0;

@@ -22,8 +22,9 @@
 //! let cfg = sae::config::Config::load(std::path::Path::new("configs/demo.toml"))?;
 //! let (dir, results) = sae::pipeline::run(&cfg, false)?;
 //! for r in results {
-//!     println!("{} {} {:.3}", r.features, r.classifier.name(), r.accuracy);
+//!     println!("{} {} {:.3}", r.features, r.classifier, r.accuracy);
 //! }
+//! println!("tables in {}", dir.display());
 //! # Ok::<(), sae::Error>(())
 //! ```
 

@@ -8,7 +8,7 @@
 //! gradient partials, optimiser history, feature matrices) plus a fixed allowance for
 //! the program itself; they are upper bounds, not measurements.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::classify::Classifier;
 use crate::config::Config;
@@ -62,16 +62,193 @@ fn mib(b: u64) -> String {
     format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
-/// Estimates, for images of `shape` with `train` and `test` labelled images, and fits
-/// `budget` bytes (0: no limit) by shrinking what can shrink.
-pub fn plan(cfg: &Config, shape: Shape, train: usize, test: usize, budget: u64) -> Result<Plan> {
+/// Peak of one training run: rows in flight (the batch in use and the one prefetched),
+/// per-thread blocks, gradient partials, the activation cache and the L-BFGS history.
+pub fn training_bytes(sizes: &[u64], chunk: u64, cache: u64, memory: u64) -> u64 {
     let threads = rayon::current_num_threads().max(1) as u64;
+    let d = sizes.first().copied().unwrap_or(0);
+    let n_params: u64 = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    2 * chunk * d * 4
+        + threads * (BLOCK as u64) * sizes.iter().sum::<u64>() * 4 * 3
+        + chunk.div_ceil(BLOCK as u64) * n_params * 8
+        + cache
+        + (2 * memory + 6) * n_params * 8
+}
+
+/// Peak of sampling and fitting the normalisation of `d`-value patches.
+pub fn sampling_bytes(d: u64) -> u64 {
+    (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3
+}
+
+/// Peak of encoding with tiles of `tile` patch rows of `d` values into `code` features
+/// per patch (two tiles per thread in flight, input and output).
+pub fn encoding_bytes(tile: u64, d: u64, code: u64) -> u64 {
+    let threads = rayon::current_num_threads().max(1) as u64;
+    2 * threads * tile * (d + code) * 4 * 2
+}
+
+/// Peak of classifying `train` and `test` rows of `width` features into `classes`:
+/// both matrices; smartcore's models (`rf`, `lr`) take a dense copy of each; the
+/// linear classifiers keep L-BFGS history and per-thread gradients.
+pub fn classify_bytes(
+    which: &[Classifier],
+    train: u64,
+    test: u64,
+    width: u64,
+    classes: u64,
+) -> u64 {
+    let smartcore = which
+        .iter()
+        .any(|c| matches!(c, Classifier::Rf | Classifier::Lr));
+    let linear = which
+        .iter()
+        .any(|c| matches!(c, Classifier::Softmax | Classifier::Svm));
+    let copies = if smartcore { 2 } else { 1 };
+    let threads = rayon::current_num_threads().max(1) as u64;
+    let n_params = classes * (width + 1);
+    let fit = if linear {
+        (2 * 10 + 8 + threads) * n_params * 8
+    } else {
+        0
+    };
+    (train + test) * width * 4 * copies + fit
+}
+
+/// The largest cache (halving from `cache`) with which training fits `room`, or an
+/// error naming `train.chunk` and a value that fits.
+fn fit_training(
+    sizes: &[u64],
+    chunk: u64,
+    mut cache: u64,
+    memory: u64,
+    budget: u64,
+) -> Result<u64> {
+    let room = budget.saturating_sub(BASE);
+    while training_bytes(sizes, chunk, cache, memory) > room && cache > 0 {
+        cache = if cache > (1 << 20) { cache / 2 } else { 0 };
+    }
+    if training_bytes(sizes, chunk, cache, memory) > room {
+        // The chunk is the patch store's batch size, part of what identifies the
+        // store: say what fits rather than silently making another store.
+        let mut fits = chunk;
+        while fits > BLOCK as u64 && training_bytes(sizes, fits, 0, memory) > room {
+            fits = (fits / 2).max(BLOCK as u64);
+        }
+        let hint = if training_bytes(sizes, fits, 0, memory) <= room {
+            format!("; train.chunk = {fits} fits")
+        } else {
+            String::new()
+        };
+        return Err(Error::config(
+            "train.chunk",
+            format!(
+                "training with chunks of {chunk} rows needs {}, more than max_memory {}{hint}",
+                mib(training_bytes(sizes, chunk, 0, memory) + BASE),
+                mib(budget)
+            ),
+        ));
+    }
+    Ok(cache)
+}
+
+fn check_base(budget: u64) -> Result<()> {
+    if budget > 0 && budget <= BASE {
+        return Err(Error::config(
+            "max_memory",
+            format!(
+                "{} is below what the program itself needs ({})",
+                mib(budget),
+                mib(BASE)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Plan of a training run alone (`sae train`): the layer sizes (inputs first), the
+/// store's batch rows and the L-BFGS memory.
+pub fn plan_training(sizes: &[u64], chunk: u64, memory: u64, budget: u64) -> Result<Plan> {
+    check_base(budget)?;
+    let cache = if budget > 0 {
+        fit_training(sizes, chunk, CACHE_BYTES as u64, memory, budget)?
+    } else {
+        CACHE_BYTES as u64
+    };
+    Ok(Plan {
+        cache_bytes: cache as usize,
+        tile_rows: TILE_ROWS,
+        stages: vec![("train", BASE + training_bytes(sizes, chunk, cache, memory))],
+    })
+}
+
+/// Plan of sampling `d`-value patches alone (`sae sample`).
+pub fn plan_sampling(d: u64, budget: u64) -> Result<Plan> {
+    check_base(budget)?;
+    let need = BASE + sampling_bytes(d);
+    if budget > 0 && need > budget {
+        return Err(Error::config(
+            "max_memory",
+            format!("sampling {d}-value patches needs {}", mib(need)),
+        ));
+    }
+    Ok(Plan {
+        cache_bytes: CACHE_BYTES,
+        tile_rows: TILE_ROWS,
+        stages: vec![("sample", need)],
+    })
+}
+
+/// Plan of encoding alone (`sae encode`): patches of `d` values, `code` features per
+/// patch, images of `shape` with patches of side `patch`.
+pub fn plan_encoding(d: u64, code: u64, shape: Shape, patch: usize, budget: u64) -> Result<Plan> {
+    check_base(budget)?;
+    let tile = fit_encoding(d, code, shape, patch, budget)?;
+    Ok(Plan {
+        cache_bytes: CACHE_BYTES,
+        tile_rows: tile as usize,
+        stages: vec![("encode", BASE + encoding_bytes(tile, d, code))],
+    })
+}
+
+fn fit_encoding(d: u64, code: u64, shape: Shape, patch: usize, budget: u64) -> Result<u64> {
+    let mut tile = TILE_ROWS as u64;
+    if budget == 0 {
+        return Ok(tile);
+    }
+    let room = budget.saturating_sub(BASE);
+    let min_tile = (grid(shape.height, patch, 1).len() * grid(shape.width, patch, 1).len()) as u64;
+    while encoding_bytes(tile, d, code) > room && tile > min_tile {
+        tile = (tile / 2).max(min_tile);
+    }
+    if encoding_bytes(tile, d, code) > room {
+        return Err(Error::config(
+            "max_memory",
+            format!(
+                "encoding needs at least {}",
+                mib(encoding_bytes(tile, d, code) + BASE)
+            ),
+        ));
+    }
+    Ok(tile)
+}
+
+/// Estimates every stage of `cfg` for images of `shape` with `train` and `test`
+/// labelled images in `classes` classes, and fits `budget` bytes (0: no limit) by
+/// shrinking what can shrink.
+pub fn plan(
+    cfg: &Config,
+    shape: Shape,
+    train: usize,
+    test: usize,
+    classes: usize,
+    budget: u64,
+) -> Result<Plan> {
+    check_base(budget)?;
     let p = cfg.patches.size;
     let d = (shape.channels * p * p) as u64;
     let mut sizes = vec![d];
     sizes.extend(cfg.model.hidden.iter().map(|&h| h as u64));
     sizes.push(d);
-    let n_params: u64 = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
     let hidden = &cfg.model.hidden;
     let sparse = cfg
         .model
@@ -80,15 +257,18 @@ pub fn plan(cfg: &Config, shape: Shape, train: usize, test: usize, budget: u64) 
         .clamp(1, hidden.len().max(1));
     let code =
         hidden.get(sparse - 1).copied().unwrap_or(1) as u64 * cfg.features.code().width() as u64;
-    let sampling = (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3;
-    let training = |chunk: u64, cache: u64| {
-        2 * chunk * d * 4
-            + threads * (BLOCK as u64) * sizes.iter().sum::<u64>() * 4 * 3
-            + chunk.div_ceil(BLOCK as u64) * n_params * 8
-            + cache
-            + (2 * cfg.train.memory as u64 + 6) * n_params * 8
+    let memory = cfg.train.memory as u64;
+    let chunk = cfg.train.chunk as u64;
+    let room = budget.saturating_sub(BASE);
+    if budget > 0 {
+        plan_sampling(d, budget)?;
+    }
+    let cache = if budget > 0 {
+        fit_training(&sizes, chunk, CACHE_BYTES as u64, memory, budget)?
+    } else {
+        CACHE_BYTES as u64
     };
-    let encoding = |tile: u64| 2 * threads * tile * (d + code) * 4 * 2;
+    let tile = fit_encoding(d, code, shape, p, budget)?;
     let mut widest = 0u64;
     for &step in &cfg.features.steps {
         let pos = (grid(shape.height, p, step).len() * grid(shape.width, p, step).len()) as u64;
@@ -99,98 +279,121 @@ pub fn plan(cfg: &Config, shape: Shape, train: usize, test: usize, budget: u64) 
             });
         }
     }
+    let mut classify = classify_bytes(
+        &cfg.classify.classifiers,
+        train as u64,
+        test as u64,
+        widest,
+        classes as u64,
+    );
     if cfg.classify.raw_baseline {
-        widest = widest.max(shape.pixels() as u64);
+        let which = cfg
+            .classify
+            .raw_classifiers
+            .as_ref()
+            .unwrap_or(&cfg.classify.classifiers);
+        classify = classify.max(classify_bytes(
+            which,
+            train as u64,
+            test as u64,
+            shape.pixels() as u64,
+            classes as u64,
+        ));
     }
-    // smartcore's models take a copy of the training matrix.
-    let copies = if cfg
-        .classify
-        .classifiers
-        .iter()
-        .any(|c| matches!(c, Classifier::Rf | Classifier::Lr))
-    {
-        2
-    } else {
-        1
-    };
-    let classify = (train as u64 * copies + test as u64) * widest * 4;
-    let chunk = cfg.train.chunk as u64;
-    let mut cache = CACHE_BYTES as u64;
-    let mut tile = TILE_ROWS as u64;
-    let room = budget.saturating_sub(BASE);
-    if budget > 0 {
-        if budget <= BASE {
-            return Err(Error::config(
-                "max_memory",
-                format!(
-                    "{} is below what the program itself needs ({})",
-                    mib(budget),
-                    mib(BASE)
-                ),
-            ));
-        }
-        if sampling > room {
-            return Err(Error::config(
-                "max_memory",
-                format!("sampling {d}-value patches needs {}", mib(sampling + BASE)),
-            ));
-        }
-        while training(chunk, cache) > room && cache > 0 {
-            cache = if cache > (1 << 20) { cache / 2 } else { 0 };
-        }
-        if training(chunk, cache) > room {
-            // The chunk is the patch store's batch size, part of what identifies the
-            // store: say what fits rather than silently making another store.
-            let mut fits = chunk;
-            while fits > BLOCK as u64 && training(fits, 0) > room {
-                fits = (fits / 2).max(BLOCK as u64);
-            }
-            let hint = if training(fits, 0) <= room {
-                format!("; train.chunk = {fits} fits")
-            } else {
-                String::new()
-            };
-            return Err(Error::config(
-                "train.chunk",
-                format!(
-                    "training with chunks of {chunk} rows needs {}, more than max_memory {}{hint}",
-                    mib(training(chunk, 0) + BASE),
-                    mib(budget)
-                ),
-            ));
-        }
-        let min_tile = (grid(shape.height, p, 1).len() * grid(shape.width, p, 1).len()) as u64;
-        while encoding(tile) > room && tile > min_tile {
-            tile = (tile / 2).max(min_tile);
-        }
-        if encoding(tile) > room {
-            return Err(Error::config(
-                "max_memory",
-                format!("encoding needs at least {}", mib(encoding(tile) + BASE)),
-            ));
-        }
-        if classify > room {
-            return Err(Error::config(
-                "max_memory",
-                format!(
-                    "classifying {} images of {widest} features holds {} in memory; \
-                     use features.modes = [\"pool\"], fewer images or a larger budget",
-                    train + test,
-                    mib(classify + BASE)
-                ),
-            ));
-        }
+    if budget > 0 && classify > room {
+        return Err(Error::config(
+            "max_memory",
+            format!(
+                "classifying {} images of {widest} features holds {} in memory; \
+                 use features.modes = [\"pool\"], fewer images or a larger budget",
+                train + test,
+                mib(classify + BASE)
+            ),
+        ));
     }
     Ok(Plan {
         cache_bytes: cache as usize,
         tile_rows: tile as usize,
         stages: vec![
-            ("sample", BASE + sampling),
-            ("train", BASE + training(chunk, cache)),
-            ("encode", BASE + encoding(tile)),
+            ("sample", BASE + sampling_bytes(d)),
+            ("train", BASE + training_bytes(&sizes, chunk, cache, memory)),
+            ("encode", BASE + encoding_bytes(tile, d, code)),
             ("classify", BASE + classify),
         ],
     })
+}
+
+static PEAK_KB: AtomicU64 = AtomicU64::new(0);
+
+fn vm_hwm_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Peak resident set of this process so far (VmHWM, over every measured stage), KiB.
+pub fn peak_rss_kb() -> u64 {
+    PEAK_KB
+        .fetch_max(vm_hwm_kb(), Ordering::Relaxed)
+        .max(vm_hwm_kb())
+}
+
+/// A stage whose peak resident memory is measured and compared with its estimate.
+pub struct Stage {
+    name: &'static str,
+    estimate: u64,
+    budget: u64,
+}
+
+impl Stage {
+    /// Starts measuring: the process's peak is reset (Linux `clear_refs`), so what
+    /// [`Stage::end`] reads is this stage's own peak. Earlier peaks are kept for
+    /// [`peak_rss_kb`].
+    pub fn begin(name: &'static str, plan: &Plan, budget: u64) -> Stage {
+        PEAK_KB.fetch_max(vm_hwm_kb(), Ordering::Relaxed);
+        crate::mmap::release_free_heap();
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let estimate = plan.stages.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
+        Stage {
+            name,
+            estimate,
+            budget,
+        }
+    }
+
+    /// Reads the stage's peak and reports it next to the estimate and the budget;
+    /// returns the peak in bytes. Going over the budget is said, not hidden.
+    pub fn end(self) -> u64 {
+        let kb = vm_hwm_kb();
+        PEAK_KB.fetch_max(kb, Ordering::Relaxed);
+        let peak = kb * 1024;
+        let budget = if self.budget > 0 {
+            format!(", budget {}", mib(self.budget))
+        } else {
+            String::new()
+        };
+        crate::progress::say(format!(
+            "memory: {} peak {} (estimated {}{budget})",
+            self.name,
+            mib(peak),
+            mib(self.estimate)
+        ));
+        if self.budget > 0 && peak > self.budget {
+            crate::progress::say(format!(
+                "memory: warning: {} used {}, over the max_memory budget of {}",
+                self.name,
+                mib(peak),
+                mib(self.budget)
+            ));
+        }
+        peak
+    }
 }
 
 /// Parses a byte count: `123`, `512M`, `2G`, `1.5GiB` (binary units).
@@ -233,20 +436,20 @@ mod tests {
 
     #[test]
     fn no_budget_keeps_the_defaults() {
-        let p = plan(&cfg(""), Shape::rgb(32), 1000, 1000, 0).unwrap();
+        let p = plan(&cfg(""), Shape::rgb(32), 1000, 1000, 10, 0).unwrap();
         assert_eq!((p.cache_bytes, p.tile_rows), (CACHE_BYTES, TILE_ROWS));
     }
 
     #[test]
     fn a_tight_budget_shrinks_caches_and_stays_within_it() {
         let c = cfg("[model]\nhidden = [400]\n[train]\nchunk = 8192\n[features]\nsteps = [1]\n");
-        let loose = plan(&c, Shape::rgb(32), 1000, 1000, 0).unwrap();
+        let loose = plan(&c, Shape::rgb(32), 1000, 1000, 10, 0).unwrap();
         let budget = 200 << 20;
         assert!(
             loose.peak() > budget,
             "the test needs a plan that must shrink"
         );
-        let p = plan(&c, Shape::rgb(32), 1000, 1000, budget).unwrap();
+        let p = plan(&c, Shape::rgb(32), 1000, 1000, 10, budget).unwrap();
         assert!(p.cache_bytes < loose.cache_bytes);
         assert!(p.peak() <= budget, "{:?}", p.stages);
     }
@@ -254,7 +457,7 @@ mod tests {
     #[test]
     fn a_chunk_too_large_for_the_budget_gets_a_value_that_fits() {
         let c = cfg("[model]\nhidden = [1600]\n");
-        let e = plan(&c, Shape::rgb(32), 100, 100, 400 << 20)
+        let e = plan(&c, Shape::rgb(32), 100, 100, 10, 400 << 20)
             .unwrap_err()
             .to_string();
         assert!(e.contains("train.chunk") && e.contains("fits"), "{e}");
@@ -267,17 +470,17 @@ mod tests {
         let c2 = cfg(&format!(
             "[model]\nhidden = [1600]\n[train]\nchunk = {fits}\n"
         ));
-        assert!(plan(&c2, Shape::rgb(32), 100, 100, 400 << 20).is_ok());
+        assert!(plan(&c2, Shape::rgb(32), 100, 100, 10, 400 << 20).is_ok());
     }
 
     #[test]
     fn what_cannot_fit_names_the_stage() {
         let c = cfg("[features]\nsteps = [1]\nmodes = [\"concat\"]\n");
-        let e = plan(&c, Shape::rgb(32), 50_000, 10_000, 1 << 30)
+        let e = plan(&c, Shape::rgb(32), 50_000, 10_000, 10, 1 << 30)
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_memory") && e.contains("classifying"), "{e}");
-        let e = plan(&cfg(""), Shape::rgb(32), 10, 10, 1 << 20)
+        let e = plan(&cfg(""), Shape::rgb(32), 10, 10, 10, 1 << 20)
             .unwrap_err()
             .to_string();
         assert!(e.contains("below what the program itself needs"), "{e}");

@@ -236,18 +236,18 @@ fn run() -> anyhow::Result<ExitCode> {
     if !comm.is_root() {
         sae::progress::set_quiet(true);
     }
+    let budget = match &args.max_memory {
+        Some(b) => Some(sae::limits::parse_bytes(b)?),
+        None => None,
+    };
+    // Subcommands without a config of their own: the flag or no budget.
+    let flag_budget = budget.unwrap_or(0);
     match args.cmd {
         Cmd::Run {
             config,
             out,
             restart,
-        } => {
-            let budget = match &args.max_memory {
-                Some(b) => Some(sae::limits::parse_bytes(b)?),
-                None => None,
-            };
-            cmd_run(config, out, restart, budget, comm)
-        }
+        } => cmd_run(config, out, restart, budget, comm),
         Cmd::Synth {
             out,
             format,
@@ -274,7 +274,7 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Cmd::Gradcheck => cmd_gradcheck(),
         Cmd::Sweep { sweep } => {
-            let root = sae::sweep::run_sweep_with(&sweep, comm)?;
+            let root = sae::sweep::run_sweep_with(&sweep, comm, budget)?;
             if !comm.is_root() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -308,6 +308,9 @@ fn run() -> anyhow::Result<ExitCode> {
             let pc: sae::config::PatchConfig = toml::from_str(&format!("norm = \"{norm}\""))
                 .map_err(|_| anyhow::anyhow!("--norm {norm:?}: expected ufldl or zca"))?;
             let spec = sae::patches::PatchSpec { size, count, seed };
+            let d = spec.dim(ds.unlabeled.shape().channels) as u64;
+            let plan = sae::limits::plan_sampling(d, flag_budget)?;
+            let m = sae::limits::Stage::begin("sample", &plan, flag_budget);
             let n = sae::pipeline::sample_patches(
                 &ds.unlabeled,
                 &spec,
@@ -316,6 +319,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 chunk,
                 &[],
             )?;
+            m.end();
             println!("wrote {} ({})", out.display(), n.describe());
             Ok(ExitCode::SUCCESS)
         }
@@ -349,8 +353,19 @@ fn run() -> anyhow::Result<ExitCode> {
                  batch_size = {batch_size}\nlearning_rate = {learning_rate:?}"
             ))
             .context("--optimizer: expected lbfgs, sgd or adam")?;
+            model.check()?;
+            tc.check()?;
             let arch =
                 sae::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
+            let sizes: Vec<u64> = arch.sizes.iter().map(|&v| v as u64).collect();
+            let plan = sae::limits::plan_training(
+                &sizes,
+                store.batch_rows(0) as u64,
+                tc.memory as u64,
+                flag_budget,
+            )?;
+            plan.apply();
+            let m = sae::limits::Stage::begin("train", &plan, flag_budget);
             let loss_csv = out.with_extension("loss.csv");
             let t = sae::pipeline::train_resumable(
                 &store,
@@ -362,6 +377,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 None,
                 comm,
             )?;
+            m.end();
             if !comm.is_root() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -416,10 +432,21 @@ fn run() -> anyhow::Result<ExitCode> {
             let ds = Dataset::open(format.parse::<Format>()?, &data, &OpenOptions::default())?;
             std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
             let enc = Encoder::new(&m.net, m.header.norm.clone(), m.header.patch);
+            let d = (m.header.channels * m.header.patch * m.header.patch) as u64;
+            let plan = sae::limits::plan_encoding(
+                d,
+                enc.code_width() as u64,
+                ds.train.shape(),
+                m.header.patch,
+                flag_budget,
+            )?;
+            plan.apply();
             for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
                 let path = out.join(format!("{split}.arrow"));
                 let label = format!("encode {split}");
+                let stage = sae::limits::Stage::begin("encode", &plan, flag_budget);
                 let n = encode_shared(&enc, set, step, mode, &path, &label, comm)?;
+                stage.end();
                 if comm.is_root() {
                     println!("wrote {} ({n} images)", path.display());
                 }

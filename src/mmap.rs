@@ -1,4 +1,5 @@
-//! Read-only memory maps: the only `unsafe` of `sae`.
+//! Read-only memory maps, and handing freed heap back to the system: the only
+//! `unsafe` of `sae`.
 //!
 //! Datasets and stores are read through maps so that data stays in the page cache
 //! rather than on the heap. Pages a process has touched count towards its resident
@@ -50,5 +51,17 @@ pub struct MapOwner(pub Arc<Mmap>);
 impl AsRef<[u8]> for MapOwner {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Hands memory the allocator holds but no one uses back to the system: glibc keeps
+/// large freed blocks (an earlier stage's activation cache or tiles) resident, and
+/// the next stage would carry them in its resident set.
+pub fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only gives back free memory of the allocator's own arenas;
+    // it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

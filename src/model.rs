@@ -34,6 +34,12 @@ pub struct Header {
     /// Hash of the config that trained it (empty when trained outside a run).
     #[serde(default)]
     pub config: String,
+    /// L-BFGS iterations or mini-batch steps it was trained for (0: not recorded).
+    #[serde(default)]
+    pub iterations: usize,
+    /// Why training stopped (empty: not recorded).
+    #[serde(default)]
+    pub stop: String,
 }
 
 /// A trained model.
@@ -153,7 +159,9 @@ fn check_header(h: &Header, param_bytes: usize) -> std::result::Result<(), Strin
     }
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
+/// Writes `bytes` to `path` through a synced temporary file and a rename, then syncs
+/// the folder: the rename itself is durable only once the folder's entry is on disk,
+/// and a checkpoint index must never point at a body a power cut could take back.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
@@ -161,5 +169,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).map_err(Error::io(&tmp))?;
         f.sync_all().map_err(Error::io(&tmp))?;
     }
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
+    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    sync_dir(path)
+}
+
+/// Syncs the folder that holds `path`.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
 }

@@ -83,7 +83,8 @@ impl Paths {
                     store: c.join(format!("patches-{p}.arrow")),
                     model: c.join(format!("model-{t}.sae")),
                     loss: c.join(format!("model-{t}.loss.csv")),
-                    checkpoints: c.join(format!("checkpoints-{t}.sled")),
+                    // Runs that differ only in their limits share one trajectory.
+                    checkpoints: c.join(format!("checkpoints-{}.sled", cfg.lineage_hash())),
                     features: c.join(format!("features-{t}-{}", cfg.labelled_hash())),
                 }
             }
@@ -142,6 +143,7 @@ fn open_data_as(cfg: &Config, paths: &Paths, write: bool) -> Result<Dataset> {
             "auto" => None,
             o => Some(o.parse()?),
         },
+        label_base: cfg.data.label_base,
     };
     let mut ds = Dataset::open(format, &path, &opts)?;
     let side = cfg.data.resize;
@@ -168,11 +170,53 @@ fn open_data_as(cfg: &Config, paths: &Paths, write: bool) -> Result<Dataset> {
     if cfg.data.fold > 0 {
         ds.train = ds.train.select(&fold_indices(&path, cfg.data.fold)?)?;
     }
+    if cfg.data.holdout > 0.0 {
+        let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
+        let (keep, held) = holdout_split(ds.train.len(), cfg.data.holdout, cfg.seed);
+        if keep.is_empty() || held.is_empty() {
+            return Err(Error::config(
+                "data.holdout",
+                format!(
+                    "holding out {} of {} training images leaves one side empty",
+                    cfg.data.holdout,
+                    ds.train.len()
+                ),
+            ));
+        }
+        ds.test = ds.train.select(&held)?;
+        ds.train = ds.train.select(&keep)?;
+        // Held-out images feed no stage but the evaluation, patches included.
+        if same {
+            ds.unlabeled = ds.train.clone();
+        }
+        ds.notes.push(format!(
+            "evaluating on {} held-out training images (data.holdout = {}); the test set is \
+             not used",
+            held.len(),
+            cfg.data.holdout
+        ));
+    }
     let limit = |set: ImageSet, n: usize| if n > 0 { set.truncated(n) } else { set };
     ds.train = limit(ds.train, cfg.data.train_limit);
     ds.test = limit(ds.test, cfg.data.test_limit);
     ds.unlabeled = limit(ds.unlabeled, cfg.data.unlabeled_limit);
     Ok(ds)
+}
+
+/// Splits `n` training images into (kept, held out) by a seeded shuffle; each list in
+/// file order.
+pub fn holdout_split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    use rand::RngExt;
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut r = crate::rng::stream(seed, crate::rng::Stream::Holdout, 0);
+    for i in (1..n).rev() {
+        idx.swap(i, r.random_range(0..=i));
+    }
+    let k = ((n as f64) * fraction).round() as usize;
+    let (mut held, mut keep) = (idx[..k].to_vec(), idx[k..].to_vec());
+    held.sort_unstable();
+    keep.sort_unstable();
+    (keep, held)
 }
 
 /// The training-image indices of fold `fold` (1-based) in `<data>/fold_indices.txt`:
@@ -330,7 +374,7 @@ pub fn train_resumable(
         ));
     }
     let resumed = match ckpt {
-        Some((c, _)) => c.latest()?,
+        Some((c, _)) => usable_checkpoint(c, tc)?,
         None => None,
     };
     let resumed = if comm.size() > 1 {
@@ -361,10 +405,12 @@ pub fn train_resumable(
         ));
     }
     let lbfgs = tc.lbfgs();
+    let ended = resumed.as_ref().and_then(|c| c.ended.clone());
     let (theta, loss, stop, iterations, evals) = match (tc.minibatch(), resumed.map(|c| c.opt)) {
         (None, None) => run_lbfgs(store, &arch, penalty, &lbfgs, seed, None, &mut session)?,
         (None, Some(OptState::Lbfgs(s))) => {
-            run_lbfgs(store, &arch, penalty, &lbfgs, seed, Some(s), &mut session)?
+            let resumed = Some((s, ended));
+            run_lbfgs(store, &arch, penalty, &lbfgs, seed, resumed, &mut session)?
         }
         (Some(mb), None) => run_minibatch(store, &arch, penalty, &mb, seed, None, &mut session)?,
         (Some(mb), Some(OptState::Minibatch(s))) => {
@@ -395,6 +441,8 @@ pub fn train_resumable(
                 channels,
                 loss,
                 config: String::new(),
+                iterations,
+                stop: stop.clone(),
             },
             net,
         },
@@ -403,6 +451,31 @@ pub fn train_resumable(
         evals,
         seconds,
     })
+}
+
+/// The newest checkpoint, if a run with these limits can continue from it. The
+/// checkpoints of a trajectory are shared by every limit (`Config::lineage_hash`): one
+/// at or before the limit is where a longer run picks up; one past it belongs to a
+/// longer run, and this shorter one starts again from the beginning.
+fn usable_checkpoint(c: &Checkpoints, tc: &TrainConfig) -> Result<Option<Checkpoint>> {
+    let Some(latest) = c.latest()? else {
+        return Ok(None);
+    };
+    let (at, limit, key, unit) = match (&latest.opt, tc.minibatch()) {
+        (OptState::Lbfgs(_), None) => (latest.position(), tc.max_iter, "max_iter", "iteration"),
+        (OptState::Minibatch(_), Some(mb)) => (latest.position(), mb.epochs, "epochs", "epoch"),
+        // Another optimiser's state: refused by the caller with its reason.
+        _ => return Ok(Some(latest)),
+    };
+    if at <= limit {
+        return Ok(Some(latest));
+    }
+    say(format!(
+        "train: the checkpoint at {unit} {at} is past train.{key} = {limit} (a longer run \
+         made it); training this one from the start"
+    ));
+    c.clear()?;
+    Ok(None)
 }
 
 /// Bookkeeping of one training session: trace, timing and checkpoint schedule.
@@ -440,6 +513,7 @@ impl Session<'_> {
             c.save(&Checkpoint {
                 opt: opt(),
                 trace: self.trace.clone(),
+                ended: None,
             })?;
             write_trace(self.loss_csv, &self.trace)?;
             self.since_save = 0;
@@ -478,9 +552,16 @@ fn run_lbfgs(
     penalty: Penalty,
     lbfgs: &LbfgsParams,
     seed: u64,
-    resumed: Option<LbfgsState>,
+    resumed: Option<(LbfgsState, Option<String>)>,
     session: &mut Session,
 ) -> Result<Outcome> {
+    if let Some((st, Some(why))) = resumed {
+        // The interrupted run had already stopped here; stepping on would give
+        // another result than the uninterrupted run.
+        say(format!("train: the checkpoint is the final state ({why})"));
+        return Ok((st.x, st.f, why, st.iter, st.evals));
+    }
+    let resumed = resumed.map(|r| r.0);
     let shard = Shard::of(store, session.comm.rank(), session.comm.size());
     let obj = Objective::new(arch, penalty, &shard).with_comm(session.comm);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -532,10 +613,14 @@ fn run_lbfgs(
             break s;
         }
     };
+    // A stop of the optimiser's own (not the iteration limit) is stored with the
+    // state, so a kill before the model is written cannot make the rerun step on.
+    let ended = (!matches!(stop, Stop::MaxIter)).then(|| format!("{stop:?}"));
     if let Some((c, _)) = session.ckpt {
         c.save(&Checkpoint {
             opt: OptState::Lbfgs(st.clone()),
             trace: session.trace.clone(),
+            ended,
         })?;
     }
     if let Stop::LineSearchFailed(why) = &stop {
@@ -594,6 +679,7 @@ fn run_minibatch(
         c.save(&Checkpoint {
             opt: OptState::Minibatch(state.clone()),
             trace: session.trace.clone(),
+            ended: None,
         })?;
     }
     // The reported loss is the full-batch objective at the final parameters.
@@ -662,7 +748,7 @@ fn classify_set(
             dim: xtr.ncols() as u64,
             classify_seconds: secs,
             run_seconds: started.elapsed().as_secs_f64(),
-            peak_rss_kb: crate::sweep::peak_rss_kb(),
+            peak_rss_kb: crate::limits::peak_rss_kb(),
             ..row.clone()
         });
     }
@@ -693,7 +779,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         }
         // Opening the checkpoint database takes the lock first, so a second process
         // on the same run stops here before touching anything.
-        let ckpt = Checkpoints::open(&paths.checkpoints, &cfg.training_hash(), restart)?;
+        let ckpt = Checkpoints::open(&paths.checkpoints, &cfg.lineage_hash(), restart)?;
         if restart {
             for f in [
                 &paths.store,
@@ -749,9 +835,12 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         ds.train.shape(),
         ds.train.len(),
         ds.test.len(),
+        ds.classes.len(),
         cfg.max_memory,
     )?;
     plan.apply();
+    let budget = cfg.max_memory;
+    let stage = |name| crate::limits::Stage::begin(name, &plan, budget);
     if cfg.max_memory > 0 {
         let est: Vec<String> = plan
             .stages
@@ -779,6 +868,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         if reusable {
             say(format!("patches: reusing {}", store_path.display()));
         } else {
+            let m = stage("sample");
             sample_patches(
                 &ds.unlabeled,
                 &spec,
@@ -787,6 +877,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 cfg.train.chunk,
                 &[("sae.config", hash.clone())],
             )?;
+            m.end();
         }
     }
     comm.barrier();
@@ -806,6 +897,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 every: cfg.train.checkpoint_every.max(1),
                 seconds: cfg.train.checkpoint_seconds,
             };
+            let m = stage("train");
             let trained = train_resumable(
                 &store,
                 arch,
@@ -816,8 +908,10 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 ckpt.as_ref().map(|c| (c, policy)),
                 comm,
             )?;
+            m.end();
             let mut model = trained.model;
             model.header.config = cfg.training_hash();
+            crate::checkpoint::crash_point("before-model");
             if root {
                 model.save(&model_path)?;
             }
@@ -847,6 +941,8 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         patches: cfg.patches.count as u64,
         hidden: hidden.join("-"),
         final_loss: model.header.loss,
+        iterations: model.header.iterations as u64,
+        stop: model.header.stop.clone(),
         classify_seconds: 0.0,
         run_seconds: 0.0,
         peak_rss_kb: 0,
@@ -863,6 +959,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
             .raw_classifiers
             .as_ref()
             .unwrap_or(&cfg.classify.classifiers);
+        let m = stage("classify");
         results.extend(classify_set(
             cfg,
             which,
@@ -873,6 +970,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
             &ds.classes,
             started,
         )?);
+        m.end();
     }
     let code = cfg.features.code();
     let enc =
@@ -884,6 +982,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 let out = feat(&name, split);
                 let need = broadcast_value(comm, root.then(|| !out.exists()))?;
                 if need {
+                    let m = stage("encode");
                     encode_shared(
                         &enc,
                         set,
@@ -893,6 +992,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                         &format!("encode {name} {split}"),
                         comm,
                     )?;
+                    m.end();
                 }
             }
             if !root {
@@ -905,6 +1005,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 code: cfg.features.encoder.name().into(),
                 ..shared.clone()
             };
+            let m = stage("classify");
             results.extend(classify_set(
                 cfg,
                 &cfg.classify.classifiers,
@@ -915,6 +1016,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 &ds.classes,
                 started,
             )?);
+            m.end();
             crate::results::write(&dir, &results)?;
         }
     }

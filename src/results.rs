@@ -39,6 +39,10 @@ pub struct Record {
     pub hidden: String,
     /// Final training loss.
     pub final_loss: f64,
+    /// L-BFGS iterations or mini-batch steps the model was trained for.
+    pub iterations: u64,
+    /// Why its training stopped (`MaxIter`, `FunctionTolerance`, `epochs done`, ...).
+    pub stop: String,
     /// Seconds to fit and predict.
     pub classify_seconds: f64,
     /// Seconds the run took so far.
@@ -51,7 +55,7 @@ pub struct Record {
 
 /// Columns before the grid columns, and after.
 const HEAD: [&str; 1] = ["run"];
-const TAIL: [&str; 14] = [
+const TAIL: [&str; 16] = [
     "features",
     "classifier",
     "accuracy",
@@ -62,6 +66,8 @@ const TAIL: [&str; 14] = [
     "patches",
     "hidden",
     "final_loss",
+    "iterations",
+    "stop",
     "classify_seconds",
     "run_seconds",
     "peak_rss_kb",
@@ -102,6 +108,8 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
         Column::new("patches".into(), u64s(&|r| r.patches)),
         Column::new("hidden".into(), strs(&|r| r.hidden.clone())),
         Column::new("final_loss".into(), f64s(&|r| r.final_loss)),
+        Column::new("iterations".into(), u64s(&|r| r.iterations)),
+        Column::new("stop".into(), strs(&|r| r.stop.clone())),
         Column::new("classify_seconds".into(), f64s(&|r| r.classify_seconds)),
         Column::new("run_seconds".into(), f64s(&|r| r.run_seconds)),
         Column::new("peak_rss_kb".into(), u64s(&|r| r.peak_rss_kb)),
@@ -179,6 +187,12 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
         text("loss_csv")?,
     );
     let (accuracy, final_loss) = (float("accuracy")?, float("final_loss")?);
+    // Tables written before these columns existed read as "not recorded".
+    let (iterations, stop) = if df.column("stop").is_ok() {
+        (int("iterations")?, text("stop")?)
+    } else {
+        (vec![None; n], vec![String::new(); n])
+    };
     let (cs, rs) = (float("classify_seconds")?, float("run_seconds")?);
     let (dim, step, patches, rss) = (
         int("dim")?,
@@ -204,6 +218,8 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
             patches: patches[i].unwrap_or(0),
             hidden: hidden[i].clone(),
             final_loss: final_loss[i],
+            iterations: iterations[i].unwrap_or(0),
+            stop: stop[i].clone(),
             classify_seconds: cs[i],
             run_seconds: rs[i],
             peak_rss_kb: rss[i].unwrap_or(0),
@@ -230,6 +246,8 @@ pub(crate) mod tests {
             patches: 1000,
             hidden: "25".into(),
             final_loss: 0.5,
+            iterations: 40,
+            stop: "MaxIter".into(),
             classify_seconds: 1.5,
             run_seconds: 10.0,
             peak_rss_kb: 12345,

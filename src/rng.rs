@@ -22,6 +22,8 @@ pub enum Stream {
     Classify = 4,
     /// Mini-batch order.
     Shuffle = 5,
+    /// Training images held out for validation.
+    Holdout = 6,
 }
 
 fn mix(mut z: u64) -> u64 {

@@ -354,15 +354,16 @@ impl Store {
     }
 
     /// Calls `f` on batches in `order`, each with its index. A second thread decodes the
-    /// next batch and faults its pages in while `f` works on the current one; used
-    /// batches are released, so the resident set stays about two batches.
+    /// next batch and faults its pages in while `f` works on the current one, then
+    /// waits to hand it over (a rendezvous, not a queue); used batches are released,
+    /// so at most two batches are resident: the one in use and the next.
     pub fn for_each_batch(
         &self,
         order: &[usize],
         f: &mut dyn FnMut(usize, ArrayView2<f32>) -> Result<()>,
     ) -> Result<()> {
         std::thread::scope(|scope| {
-            let (tx, rx) = crossbeam_channel::bounded::<Result<(usize, StoreBatch)>>(1);
+            let (tx, rx) = crossbeam_channel::bounded::<Result<(usize, StoreBatch)>>(0);
             scope.spawn(move || {
                 for &i in order {
                     let item = self.batch(i).map(|b| {

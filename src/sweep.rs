@@ -170,30 +170,21 @@ pub struct RunRecord {
     pub peak_rss_kb: u64,
 }
 
-/// Peak resident set of this process (VmHWM), in KiB.
-pub fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Runs every run of the sweep that is not done yet, then writes the results table.
 pub fn run_sweep(path: &Path) -> Result<PathBuf> {
-    run_sweep_with(path, &Single)
+    run_sweep_with(path, &Single, None)
 }
 
 /// [`run_sweep`] spread over the ranks of `comm`: runs that share a patch store (and so
 /// possibly models and checkpoints) go to the same rank, groups are dealt out in turn,
 /// and rank 0 writes the table once every rank is done.
-pub fn run_sweep_with(path: &Path, comm: &dyn Comm) -> Result<PathBuf> {
+/// `max_memory`, when given, replaces every run's budget.
+pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> Result<PathBuf> {
     let (sweep, base) = SweepFile::load(path)?;
-    let runs = sweep.expand(&base)?;
+    let mut runs = sweep.expand(&base)?;
+    if let Some(b) = max_memory {
+        runs.iter_mut().for_each(|r| r.config.max_memory = b);
+    }
     let root = runs[0]
         .config
         .out_dir
@@ -235,7 +226,7 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm) -> Result<PathBuf> {
             values: r.values.clone(),
             final_loss: model.header.loss,
             seconds: t.elapsed().as_secs_f64(),
-            peak_rss_kb: peak_rss_kb(),
+            peak_rss_kb: crate::limits::peak_rss_kb(),
         };
         let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
         crate::model::write_atomic(&dir.join("done.json"), &json)?;

@@ -190,6 +190,8 @@ fn damaged_model_is_refused() {
             channels: 3,
             loss: 1.0,
             config: String::new(),
+            iterations: 0,
+            stop: String::new(),
         },
         net,
     };

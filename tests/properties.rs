@@ -130,12 +130,14 @@ proptest! {
             2 if ambiguous => Some(PixelOrder::Chw),
             _ => None,
         };
-        let set = pickle::open_file(&f, forced).unwrap().images;
+        let file = pickle::open_file(&f, forced).unwrap();
+        // A file's labels come as stored; the dataset decides the base.
+        let stored: Vec<i64> = labels.iter().map(|&v| i64::from(v)).collect();
+        prop_assert_eq!(file.labels.as_deref(), Some(&stored[..]));
+        let set = file.labelled(0).unwrap();
         prop_assert_eq!(set.len(), n);
         prop_assert_eq!(set.shape(), Shape { height: h, width: w, channels: 3 });
-        // Labels without a 0 are read as 1-based.
-        let want: Vec<u8> = if labels.contains(&0) { labels.clone() } else { labels.iter().map(|v| v - 1).collect() };
-        prop_assert_eq!(set.labels().unwrap(), &want[..]);
+        prop_assert_eq!(set.labels().unwrap(), &labels[..]);
         let mut out = vec![0u8; set.shape().pixels()];
         for i in 0..n {
             set.read_hwc(i, &mut out);
@@ -175,9 +177,31 @@ proptest! {
         let y = norm.apply(x.clone()).mapv(f64::from);
         let mean = y.mean_axis(Axis(0)).unwrap();
         prop_assert!(mean.iter().all(|m| m.abs() < 1e-3), "mean {:?}", mean);
-        let cov = y.t().dot(&y) / rows as f64;
-        let (vals, _) = sae::preprocess::symmetric_eigen(cov);
-        prop_assert!(vals.iter().all(|&v| v < 1.0 + 1e-2 && v > -1e-6), "eigenvalues {:?}", vals);
+        let cov = |m: &Array2<f64>| {
+            let c = m - &m.mean_axis(Axis(0)).unwrap().insert_axis(Axis(0));
+            c.t().dot(&c) / rows as f64
+        };
+        let (mut vals, _) = sae::preprocess::symmetric_eigen(cov(&y));
+        // What whitening must give: for each eigenvalue λ of the input covariance
+        // (after contrast normalisation, done here independently), λ/(λ+ε). A
+        // whitener that outputs zeros, or scales wrongly, fails this.
+        let mut input = x.mapv(f64::from);
+        if contrast {
+            for mut r in input.axis_iter_mut(Axis(0)) {
+                let m = r.mean().unwrap();
+                r.mapv_inplace(|v| v - m);
+                let var = r.iter().map(|v| v * v).sum::<f64>() / (dim as f64 - 1.0).max(1.0);
+                r.mapv_inplace(|v| v / var.sqrt());
+            }
+        }
+        let (lambdas, _) = sae::preprocess::symmetric_eigen(cov(&input));
+        let mut want: Vec<f64> = lambdas.iter().map(|&l| l.max(0.0) / (l.max(0.0) + eps)).collect();
+        vals.as_slice_mut().unwrap().sort_by(f64::total_cmp);
+        want.sort_by(f64::total_cmp);
+        for (v, w) in vals.iter().zip(&want) {
+            prop_assert!((v - w).abs() < 2e-2, "eigenvalues {:?}, want {:?}", vals, want);
+        }
+        prop_assert!(want.last().unwrap() > &0.5, "the data must have variance to whiten");
         let mut fit = Fitter::new(NormSpec::Ufldl, dim);
         fit.add(x.view());
         let y = fit.finish().unwrap().apply(x);
@@ -185,8 +209,9 @@ proptest! {
     }
 
     /// For any image size, patch size and step, features have `feature_dim` columns,
-    /// concatenated codes are the codes of the grid's patches in order, and pooling
-    /// sums them into four quadrants (so both add up to the same total).
+    /// and pooling sums the concatenated codes unit by unit into the four quadrants of
+    /// the grid (rows and columns split at half, rounded up: top-left, top-right,
+    /// bottom-left, bottom-right).
     #[test]
     fn concat_and_pool_shapes(
         side in 1usize..24,
@@ -208,7 +233,7 @@ proptest! {
         ).unwrap();
         let arch = Architecture::new(3 * patch * patch, &[hidden], None, Decoder::Sigmoid).unwrap();
         let net = Network::from_theta(arch.clone(), &arch.init(3));
-        let code = if soft { Code::SoftThreshold(0.1) } else { Code::Sigmoid };
+        let code = if soft { Code::SoftThreshold { alpha: 0.1, bias: false } } else { Code::Sigmoid };
         let enc = Encoder::new(&net, sae::preprocess::Normaliser::Ufldl { pstd: 0.3 }, patch).with_code(code);
         let cw = enc.code_width();
         prop_assert_eq!(cw, if soft { 2 * hidden } else { hidden });
@@ -219,12 +244,22 @@ proptest! {
         prop_assert_eq!(concat.ncols(), enc.feature_dim(shape, step, Mode::Concat));
         prop_assert_eq!(pool.dim(), (n, 4 * cw));
         prop_assert_eq!(pool.ncols(), enc.feature_dim(shape, step, Mode::Pool));
+        let half = positions.div_ceil(2);
         for k in 0..n {
-            let (a, b): (f64, f64) = (
-                concat.row(k).iter().map(|&v| f64::from(v)).sum(),
-                pool.row(k).iter().map(|&v| f64::from(v)).sum(),
-            );
-            prop_assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{} vs {}", a, b);
+            let mut want = vec![0f64; 4 * cw];
+            for ri in 0..positions {
+                for ci in 0..positions {
+                    let q = usize::from(ri >= half) * 2 + usize::from(ci >= half);
+                    let at = (ri * positions + ci) * cw;
+                    for u in 0..cw {
+                        want[q * cw + u] += f64::from(concat[[k, at + u]]);
+                    }
+                }
+            }
+            for (j, w) in want.iter().enumerate() {
+                let got = f64::from(pool[[k, j]]);
+                prop_assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "feature {}: {} vs {}", j, got, w);
+            }
         }
     }
 }

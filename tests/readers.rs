@@ -141,8 +141,13 @@ fn pickles_of_every_protocol() {
         assert_eq!(p.images.len(), 4);
         check_fixture_pixels(&p.images);
         if file != "p5_bare_flat_cwh.pk" {
-            // p4 stores 1-based labels; they come back 0-based.
-            assert_eq!(p.images.labels().unwrap(), &[0, 3, 9, 3], "{file}");
+            // A file's labels come as stored (p4's are 1-based); its dataset decides
+            // the base, and read from it they are 0-based.
+            let base = if file == "p4_nhwc.pk" { 1 } else { 0 };
+            let stored: Vec<i64> = [0, 3, 9, 3].iter().map(|v| v + base).collect();
+            assert_eq!(p.labels.as_deref(), Some(&stored[..]), "{file}");
+            let set = p.labelled(base as u8).unwrap();
+            assert_eq!(set.labels().unwrap(), &[0, 3, 9, 3], "{file}");
         }
     }
 }
@@ -288,4 +293,89 @@ fn empty_folder_is_an_error() {
     std::fs::create_dir_all(d.path().join("test/a")).unwrap();
     let e = err_of(Format::Folder, d.path());
     assert!(e.contains("no PNG/JPEG"), "{e}");
+}
+
+/// A pickled dataset of `n` 4x4 images per file with the given labels.
+fn pickled_dataset(dir: &Path, train: &[i64], test: &[i64]) {
+    for (name, labels) in [("train.pk", train), ("test.pk", test)] {
+        let n = labels.len();
+        let pixels: Vec<u8> = (0..n * 48).map(|i| (i * 7 % 251) as u8).collect();
+        let y: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = numpy_pickle(&[
+            ("X", &[n, 4, 4, 3], "u1", '|', &pixels),
+            ("y", &[n], "i8", '<', &y),
+        ]);
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// The label base is one decision for the whole dataset: a test file that lacks
+/// class 0 must not be shifted while the training file keeps its labels.
+#[test]
+fn label_base_is_decided_once_per_dataset() {
+    let d = tmp();
+    let train: Vec<i64> = (0..20).map(|i| i % 10).collect();
+    let test: Vec<i64> = (0..9).map(|i| 1 + i % 9).collect(); // no class 0
+    pickled_dataset(d.path(), &train, &test);
+    let ds = Dataset::open(Format::Pickle, d.path(), &OpenOptions::default()).unwrap();
+    let want: Vec<u8> = test.iter().map(|&v| v as u8).collect();
+    assert_eq!(ds.test.labels().unwrap(), &want[..], "test labels moved");
+    assert_eq!(
+        ds.train.labels().unwrap()[..10],
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
+    assert!(
+        ds.notes
+            .iter()
+            .any(|n| n.contains("0-based") && n.contains("train.pk")),
+        "{:?}",
+        ds.notes
+    );
+
+    // 1-based in every file (as STL-10's pickles): both shift, together.
+    let d = tmp();
+    let train1: Vec<i64> = (0..20).map(|i| 1 + i % 10).collect();
+    let test1: Vec<i64> = (0..9).map(|i| 2 + i % 9).collect();
+    pickled_dataset(d.path(), &train1, &test1);
+    let ds = Dataset::open(Format::Pickle, d.path(), &OpenOptions::default()).unwrap();
+    assert_eq!(
+        ds.train.labels().unwrap()[..10],
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
+    let want: Vec<u8> = test1.iter().map(|&v| v as u8 - 1).collect();
+    assert_eq!(ds.test.labels().unwrap(), &want[..]);
+    assert!(
+        ds.notes.iter().any(|n| n.contains("1-based")),
+        "{:?}",
+        ds.notes
+    );
+
+    // The config can say it; a base the labels contradict is an error naming the file.
+    let opts = OpenOptions {
+        label_base: Some(0),
+        ..OpenOptions::default()
+    };
+    let ds = Dataset::open(Format::Pickle, d.path(), &opts).unwrap();
+    assert_eq!(ds.train.labels().unwrap()[0], 1);
+    let d = tmp();
+    pickled_dataset(d.path(), &train, &test);
+    let opts = OpenOptions {
+        label_base: Some(1),
+        ..OpenOptions::default()
+    };
+    let e = Dataset::open(Format::Pickle, d.path(), &opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("train.pk") && e.contains("label 0"), "{e}");
+
+    // `sae info` reports the decision.
+    let d = tmp();
+    pickled_dataset(d.path(), &train, &test);
+    let (ok, out, err) = crate::util::run_bin(
+        &["info", "--format", "pickle", d.path().to_str().unwrap()],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("labels: 0-based"), "{out}");
 }

@@ -1,6 +1,7 @@
 //! Patch and feature stores: round trips, zero-copy reads, and damaged files.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use ndarray::Array2;
 use sae::sae::objective::{Objective, Penalty};
@@ -95,8 +96,27 @@ fn damaged_or_foreign_stores_are_refused() {
     assert!(Store::open(&cut, Kind::Features).is_err());
 }
 
+/// Runs a Python script with polars; panics with what to install if it cannot.
+fn python_polars(script: &str, args: &[&Path]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 (needed by this test) runs");
+    assert!(
+        out.status.success(),
+        "python polars failed (pip install polars): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Another tool reads what `sae` writes: the Arrow patch store and the Parquet and
+/// CSV result tables, value for value.
 #[test]
-fn polars_reads_the_store() {
+#[ignore = "needs python3 with polars (pip install polars); .ci/run installs it and runs it"]
+fn polars_reads_the_store_and_the_result_tables() {
     let d = tmp();
     let p = d.path().join("s.arrow");
     let x = rows(300, 12);
@@ -104,32 +124,61 @@ fn polars_reads_the_store() {
     let mut w = StoreWriter::create(&p, Kind::Patches, 12, 128, &HashMap::new()).unwrap();
     w.push_rows(x.view(), &[&ids, &ids, &ids]).unwrap();
     w.finish().unwrap();
+    let got = python_polars(
+        "import sys, polars as pl\n\
+         df = pl.read_ipc(sys.argv[1])\n\
+         print(df.height, df.schema['patch'], df['image'].sum(), '%.6f' % df['patch'][7][3])",
+        &[&p],
+    );
+    let want = format!(
+        "300 Array(Float32, shape=(12,)) {} {:.6}",
+        299 * 300 / 2,
+        x[[7, 3]]
+    );
+    assert_eq!(got, want);
+
+    let recs: Vec<sae::results::Record> = (0..3)
+        .map(|i| sae::results::Record {
+            run: format!("r{i}"),
+            grid: vec![("model.rho".into(), format!("0.0{i}"))],
+            features: "step8-pool".into(),
+            classifier: "svm".into(),
+            accuracy: 0.25 + i as f64 / 8.0,
+            dim: 100 + i,
+            step: Some(8),
+            mode: "pool".into(),
+            code: "sigmoid".into(),
+            patches: 1000,
+            hidden: "25".into(),
+            final_loss: 1.5 * i as f64,
+            iterations: 40 + i,
+            stop: "MaxIter".into(),
+            classify_seconds: 0.5,
+            run_seconds: 2.0,
+            peak_rss_kb: 1234,
+            loss_csv: "loss.csv".into(),
+        })
+        .collect();
+    sae::results::write(d.path(), &recs).unwrap();
     let script = "import sys, polars as pl\n\
-                  df = pl.read_ipc(sys.argv[1])\n\
-                  print(df.height, df.schema['patch'], df['image'].sum(), '%.6f' % df['patch'][7][3])";
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, p.to_str().unwrap()])
-        .output();
-    let required = std::env::var_os("SAE_REQUIRE_POLARS").is_some();
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let want = format!(
-                "300 Array(Float32, shape=(12,)) {} {:.6}",
-                299 * 300 / 2,
-                x[[7, 3]]
-            );
-            assert_eq!(text.trim(), want.trim());
-        }
-        Ok(o) if !required => eprintln!(
-            "skipping: python polars unavailable ({})",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ),
-        other => panic!("python polars could not read the store: {other:?}"),
-    }
+                  for df in (pl.read_parquet(sys.argv[1]), pl.read_csv(sys.argv[2])):\n\
+                  \x20   print(df.height, df['model.rho'].cast(pl.Utf8).to_list(), df['accuracy'].to_list(), df['iterations'].to_list(), df['stop'][0])";
+    let got = python_polars(
+        script,
+        &[
+            &d.path().join("results.parquet"),
+            &d.path().join("results.csv"),
+        ],
+    );
+    let line = "3 ['0.00', '0.01', '0.02'] [0.25, 0.375, 0.5] [40, 41, 42] MaxIter";
+    // CSV readers infer the grid column's type: "0.00" may come back as 0.0.
+    let mut lines = got.lines();
+    assert_eq!(lines.next(), Some(line), "{got}");
+    let csv = lines.next().unwrap_or_default();
+    assert!(
+        csv.starts_with("3 [") && csv.ends_with("[0.25, 0.375, 0.5] [40, 41, 42] MaxIter"),
+        "{got}"
+    );
 }
 
 #[test]

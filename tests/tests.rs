@@ -3,6 +3,7 @@
 mod cli;
 mod fixtures;
 mod hostile;
+mod memory;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod pipeline;

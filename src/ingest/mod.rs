@@ -150,6 +150,11 @@ impl ImageSet {
         })
     }
 
+    /// The same images with `labels` (0-based, one per image).
+    pub fn with_labels(self, labels: Vec<u8>) -> Result<Self> {
+        ImageSet::new(self.name, self.parts, self.shape, self.order, Some(labels))
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.starts.last().copied().unwrap_or(0) + self.parts.last().map_or(0, |p| p.len)
@@ -311,6 +316,9 @@ impl std::str::FromStr for Format {
 pub struct OpenOptions {
     /// Pixel order of pickled arrays; `None` detects it.
     pub pixel_order: Option<PixelOrder>,
+    /// First label of pickled arrays (0 or 1); `None` decides it from all label files
+    /// together.
+    pub label_base: Option<u8>,
 }
 
 /// A dataset: images to learn features from, and labelled train and test images.
@@ -334,12 +342,33 @@ impl Dataset {
         if !path.is_dir() {
             return Err(Error::bad(path, "dataset folder not found"));
         }
-        let ds = match format {
+        // Formats with a fixed label base say so; pickles decide theirs (and say why).
+        let fixed = match format {
+            Format::Cifar10 => Some((0, "labels: 0-based (CIFAR-10 format)")),
+            Format::Stl10 => Some((
+                1,
+                "labels: 1-based in the files (STL-10 format), read as 0-based",
+            )),
+            Format::Folder => Some((0, "labels: class subfolders in sorted order")),
+            Format::Pickle => None,
+        };
+        if let (Some((b, _)), Some(want)) = (fixed, opts.label_base) {
+            if b != want && format != Format::Folder {
+                return Err(Error::config(
+                    "data.label_base",
+                    format!("{format:?} labels are {b}-based by format, not {want}-based"),
+                ));
+            }
+        }
+        let mut ds = match format {
             Format::Cifar10 => cifar::open(path)?,
             Format::Stl10 => stl10::open(path)?,
             Format::Pickle => pickle::open_dataset(path, opts)?,
             Format::Folder => folder::open(path)?,
         };
+        if let Some((_, note)) = fixed {
+            ds.notes.push(note.into());
+        }
         let k = ds.classes.len();
         ds.train.check_labels(k)?;
         ds.test.check_labels(k)?;

@@ -708,10 +708,42 @@ fn int_dtype(code: &str) -> Option<(usize, bool)> {
 
 /// A pickle file's images (and labels, if it holds them).
 pub struct PickledSet {
-    /// The images.
+    /// The images, unlabelled: the label base is a property of the whole dataset,
+    /// decided by [`open_dataset`] from every label file ([`PickledSet::labelled`]).
     pub images: ImageSet,
+    /// Labels as stored, one per image.
+    pub labels: Option<Vec<i64>>,
     /// What was decided about the pixel order.
     pub note: String,
+}
+
+impl PickledSet {
+    /// The images with their labels read from `base` (0 or 1): label `base` becomes
+    /// class 0.
+    pub fn labelled(self, base: u8) -> Result<ImageSet> {
+        let Some(l) = self.labels else {
+            return Ok(self.images);
+        };
+        let path = self.images.name().to_path_buf();
+        let labels = l
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                u8::try_from(v - i64::from(base)).map_err(|_| {
+                    let why = if v == 0 && base == 1 {
+                        " (the dataset's labels are read as 1-based)".to_string()
+                    } else {
+                        String::new()
+                    };
+                    Error::bad(
+                        &path,
+                        format!("label {v} of image {i} is out of range{why}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u8>>>()?;
+        self.images.with_labels(labels)
+    }
 }
 
 /// Reads labels from an int array or a list of ints.
@@ -864,9 +896,10 @@ pub fn open_file(path: &Path, order: Option<PixelOrder>) -> Result<PickledSet> {
         Some(l) => Some(check_labels(path, l, n)?),
     };
     let part = Part::new(source, offset, shape.pixels(), n);
-    let images = ImageSet::new(path, vec![part], shape, order, labels)?;
+    let images = ImageSet::new(path, vec![part], shape, order, None)?;
     Ok(PickledSet {
         images,
+        labels,
         note: format!("{}: {note}", path.display()),
     })
 }
@@ -928,22 +961,56 @@ fn float_pixels(
         .collect())
 }
 
-/// Labels as 0-based bytes; 1-based files (no 0, as STL-10's) are shifted.
-fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<u8>> {
+/// Checks one label per image, each in 0..=256 (a 1-based byte label reaches 256).
+fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<i64>> {
     if l.len() != n {
         return Err(Error::bad(
             path,
             format!("{} labels for {n} images", l.len()),
         ));
     }
-    let shift = i64::from(!l.contains(&0));
-    l.iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            u8::try_from(v - shift)
-                .map_err(|_| Error::bad(path, format!("label {v} of image {i} is out of range")))
+    if let Some(i) = l.iter().position(|v| !(0..=256).contains(v)) {
+        return Err(Error::bad(
+            path,
+            format!("label {} of image {i} is out of range", l[i]),
+        ));
+    }
+    Ok(l)
+}
+
+/// The label base of a dataset from all its label files together: 1-based only when
+/// no file holds a 0 (so a test file that lacks class 0 cannot shift on its own).
+fn label_base(files: &[&PickledSet]) -> (u8, String) {
+    let names: Vec<String> = files
+        .iter()
+        .filter(|f| f.labels.is_some())
+        .map(|f| {
+            f.images
+                .name()
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         })
-        .collect()
+        .collect();
+    let zero = files
+        .iter()
+        .find(|f| f.labels.as_ref().is_some_and(|l| l.contains(&0)));
+    match zero {
+        Some(f) => (
+            0,
+            format!(
+                "labels: 0-based (label 0 appears in {})",
+                f.images.name().display()
+            ),
+        ),
+        None => (
+            1,
+            format!(
+                "labels: 1-based (no label 0 in {}), read as 0-based; set data.label_base = 0 if \
+                 class 0 is simply absent",
+                names.join(" or ")
+            ),
+        ),
+    }
 }
 
 /// Number of images, their shape, and the pixel order if the shape fixes it.
@@ -1025,6 +1092,13 @@ pub fn open_dataset(dir: &Path, opts: &OpenOptions) -> Result<Dataset> {
     let order = order.or(Some(train.images.order()));
     let test = open_file(&test_path, order)?;
     let mut notes = vec![train.note.clone(), test.note.clone()];
+    let (base, why) = match opts.label_base {
+        Some(b) => (b, format!("labels: {b}-based (from config)")),
+        None => label_base(&[&train, &test]),
+    };
+    notes.push(why);
+    let train_images = train.images.clone();
+    let (train, test) = (train.labelled(base)?, test.labelled(base)?);
     let unlabeled = if let Some(p) = find(dir, "unlabeled") {
         let u = open_file(&p, order)?;
         notes.push(u.note);
@@ -1047,7 +1121,7 @@ pub fn open_dataset(dir: &Path, opts: &OpenOptions) -> Result<Dataset> {
         parts.sort();
         if parts.is_empty() {
             notes.push("no unlabeled pickle; patches come from train".into());
-            train.images.clone()
+            train_images
         } else {
             let sets: Vec<ImageSet> = parts
                 .iter()
@@ -1057,7 +1131,7 @@ pub fn open_dataset(dir: &Path, opts: &OpenOptions) -> Result<Dataset> {
             concat(dir, sets)?
         }
     };
-    let k = [&train.images, &test.images]
+    let k = [&train, &test]
         .iter()
         .filter_map(|s| s.labels())
         .flat_map(|l| l.iter().copied())
@@ -1066,8 +1140,8 @@ pub fn open_dataset(dir: &Path, opts: &OpenOptions) -> Result<Dataset> {
     Ok(Dataset {
         unlabeled,
         classes: numbered_classes(k),
-        train: train.images,
-        test: test.images,
+        train,
+        test,
         notes,
     })
 }

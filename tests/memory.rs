@@ -1,0 +1,206 @@
+//! The memory budget (`--max-memory`): every subcommand that allocates plans within it,
+//! and each stage's measured peak resident set (reset between stages, read from
+//! `/proc/self/status`) stays within the budget and within its own estimate.
+
+use std::path::Path;
+
+use crate::util::{run_bin, tmp};
+
+const BUDGET_MIB: u64 = 192;
+
+fn config(dir: &Path, name: &str) -> std::path::PathBuf {
+    // 100,000 patches x 512 units: the activation cache alone (205 MB) is over the
+    // budget, so the budget must change what the run does, not just watch it.
+    let text = format!(
+        r#"
+name = "{name}"
+out_dir = "{}"
+seed = 5
+[synth]
+layout = "cifar10"
+train = 120
+test = 60
+[data]
+format = "cifar10"
+[patches]
+count = 100000
+size = 4
+norm = "ufldl"
+[model]
+hidden = [512]
+[train]
+max_iter = 2
+[features]
+steps = [4]
+modes = ["pool"]
+[classify]
+classifiers = ["softmax", "rf"]
+rf_trees = 4
+raw_baseline = false
+"#,
+        dir.display()
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// (stage, peak MiB, estimate MiB) of every "memory: <stage> peak" line.
+fn peaks(err: &str) -> Vec<(String, u64, u64)> {
+    err.lines()
+        .filter_map(|l| {
+            let rest = l.split("memory: ").nth(1)?;
+            let (stage, rest) = rest.split_once(" peak ")?;
+            let peak = rest.split(" MiB").next()?.trim().parse().ok()?;
+            let est = rest
+                .split("estimated ")
+                .nth(1)?
+                .split(" MiB")
+                .next()?
+                .parse()
+                .ok()?;
+            Some((stage.to_string(), peak, est))
+        })
+        .collect()
+}
+
+fn check_within(err: &str, stages: &[&str], budget: Option<u64>) -> Vec<(String, u64, u64)> {
+    let p = peaks(err);
+    for s in stages {
+        assert!(
+            p.iter().any(|(n, _, _)| n == s),
+            "no measurement of {s}: {err}"
+        );
+    }
+    for (stage, peak, est) in &p {
+        assert!(
+            peak <= est,
+            "{stage}: measured {peak} MiB over its estimate {est} MiB\n{err}"
+        );
+        if let Some(b) = budget {
+            assert!(
+                *peak <= b,
+                "{stage}: measured {peak} MiB over the budget {b} MiB\n{err}"
+            );
+        }
+    }
+    assert!(!err.contains("over the max_memory budget"), "{err}");
+    p
+}
+
+#[test]
+fn every_stage_stays_within_the_budget_and_its_estimate() {
+    let d = tmp();
+    let budget = format!("{BUDGET_MIB}M");
+    let cfg = config(d.path(), "tight");
+    let (ok, _, err) = run_bin(
+        &["--max-memory", &budget, "run", cfg.to_str().unwrap()],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    check_within(
+        &err,
+        &["sample", "train", "encode", "classify"],
+        Some(BUDGET_MIB),
+    );
+
+    // Without the budget the same run keeps its activation cache and goes over it.
+    let cfg = config(d.path(), "loose");
+    let (ok, _, err) = run_bin(&["run", cfg.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    let p = check_within(&err, &["sample", "train", "encode", "classify"], None);
+    let train = p.iter().find(|s| s.0 == "train").unwrap().1;
+    assert!(
+        train > BUDGET_MIB,
+        "training used {train} MiB without a budget: the test shows nothing"
+    );
+
+    // The subcommands honour the flag too.
+    let store = d.path().join("tight/patches.arrow");
+    let model = d.path().join("m.sae");
+    let (ok, _, err) = run_bin(
+        &[
+            "--max-memory",
+            &budget,
+            "train",
+            store.to_str().unwrap(),
+            "--hidden",
+            "512",
+            "--max-iter",
+            "2",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    check_within(&err, &["train"], Some(BUDGET_MIB));
+    let data = d.path().join("tight/data");
+    let (ok, _, err) = run_bin(
+        &[
+            "--max-memory",
+            &budget,
+            "encode",
+            model.to_str().unwrap(),
+            "--format",
+            "cifar10",
+            "--data",
+            data.to_str().unwrap(),
+            "--step",
+            "1",
+            "--out",
+            d.path().join("enc").to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    check_within(&err, &["encode"], Some(BUDGET_MIB));
+    let (ok, _, err) = run_bin(
+        &[
+            "--max-memory",
+            &budget,
+            "sample",
+            "--format",
+            "cifar10",
+            "--data",
+            data.to_str().unwrap(),
+            "--count",
+            "50000",
+            "--size",
+            "4",
+            "--out",
+            d.path().join("s.arrow").to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    check_within(&err, &["sample"], Some(BUDGET_MIB));
+
+    // A budget too small for training stops every command before work starts,
+    // naming what to change: `train` and a sweep's runs alike.
+    let (ok, _, err) = run_bin(
+        &[
+            "--max-memory",
+            "110M",
+            "train",
+            store.to_str().unwrap(),
+            "--hidden",
+            "512",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert!(!ok && err.contains("train.chunk"), "{err}");
+    let sweep = d.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"g\"\nbase = \"tight.toml\"\n[grid]\n\"model.rho\" = [0.01]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run_bin(
+        &["--max-memory", "110M", "sweep", sweep.to_str().unwrap()],
+        d.path(),
+    );
+    assert!(!ok && err.contains("train.chunk"), "{err}");
+}
