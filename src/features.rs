@@ -29,6 +29,10 @@ use crate::store::{Kind, StoreWriter};
 /// many patches (at least one image).
 pub const TILE_ROWS: usize = 4096;
 
+/// Rows per record batch of a feature store: the writer holds one batch (and its
+/// encoded copy while writing it).
+pub const FEATURE_BATCH: usize = 4096;
+
 /// How an image's patch codes become its feature vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -287,7 +291,7 @@ impl Encoder {
         meta.insert("sae.step".into(), step.to_string());
         meta.insert("sae.mode".into(), mode.name().into());
         let dim = self.feature_dim(s, step, mode);
-        let mut w = StoreWriter::create(path, Kind::Features, dim, 4096, &meta)?;
+        let mut w = StoreWriter::create(path, Kind::Features, dim, FEATURE_BATCH, &meta)?;
         let end = range.end.min(set.len());
         let tiles: Vec<(usize, usize)> = (range.start..end)
             .step_by(per_tile)
@@ -336,7 +340,7 @@ pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
         .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;
     let mut meta = HashMap::new();
     meta.insert("sae.mode".into(), "raw".into());
-    let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), 4096, &meta)?;
+    let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), FEATURE_BATCH, &meta)?;
     let mut hwc = vec![0u8; s.pixels()];
     let mut row = vec![0f32; s.pixels()];
     for (i, &label) in labels.iter().enumerate() {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::features::{Mode, TILE_ROWS};
+use crate::features::{Mode, FEATURE_BATCH, TILE_ROWS};
 use crate::ingest::Shape;
 use crate::patches::{grid, SAMPLE_CHUNK};
 use crate::sae::objective::{BLOCK, CACHE_BYTES};
@@ -75,16 +75,58 @@ pub fn training_bytes(sizes: &[u64], chunk: u64, cache: u64, memory: u64) -> u64
         + (2 * memory + 6) * n_params * 8
 }
 
-/// Peak of sampling and fitting the normalisation of `d`-value patches.
-pub fn sampling_bytes(d: u64) -> u64 {
-    (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3
+/// What the kernel maps in around one page fault on a file (fault-around, 64 KiB):
+/// random reads of small images make whole neighbourhoods of a memory-mapped dataset
+/// resident until they are released.
+pub const FAULT_AROUND: u64 = 64 << 10;
+
+/// Peak of sampling and fitting the normalisation of `d`-value patches from mapped
+/// images of `image_bytes` in all: the chunk's buffers, the covariance sums, and the
+/// mapped pages one chunk's random reads make resident (released after each chunk).
+pub fn sampling_bytes(d: u64, image_bytes: u64) -> u64 {
+    let mapped = image_bytes.min(SAMPLE_CHUNK as u64 * FAULT_AROUND);
+    (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3 + mapped
 }
 
-/// Peak of encoding with tiles of `tile` patch rows of `d` values into `code` features
-/// per patch (two tiles per thread in flight, input and output).
-pub fn encoding_bytes(tile: u64, d: u64, code: u64) -> u64 {
-    let threads = rayon::current_num_threads().max(1) as u64;
-    2 * threads * tile * (d + code) * 4 * 2
+/// What encoding images of `shape` at `steps` with patches of side `patch` into
+/// `code` features per patch involves.
+#[derive(Clone, Copy, Debug)]
+struct Encoding {
+    d: u64,
+    code: u64,
+    /// Bytes per image.
+    image: u64,
+    /// Fewest patch positions per image over the steps (most images per tile).
+    positions: u64,
+    /// Positions at step 1 (the smallest tile that holds one image).
+    most: u64,
+    /// Widest feature row written.
+    width: u64,
+}
+
+impl Encoding {
+    fn new(d: u64, code: u64, shape: Shape, patch: usize, steps: &[usize], width: u64) -> Encoding {
+        let pos =
+            |s| (grid(shape.height, patch, s).len() * grid(shape.width, patch, s).len()) as u64;
+        Encoding {
+            d,
+            code,
+            image: shape.pixels() as u64,
+            positions: steps.iter().map(|&s| pos(s)).min().unwrap_or(1).max(1),
+            most: pos(1),
+            width,
+        }
+    }
+
+    /// Peak with tiles of `tile` patch rows: two tiles per thread in flight (patches
+    /// and codes), the mapped image pages they read (fault-around included), and the
+    /// feature store's batch of [`FEATURE_BATCH`] rows with its encoded copy.
+    fn bytes(&self, tile: u64) -> u64 {
+        let threads = rayon::current_num_threads().max(1) as u64;
+        let images = (tile / self.positions).max(1);
+        2 * threads * (tile * (self.d + self.code) * 4 * 2 + images * (self.image + FAULT_AROUND))
+            + FEATURE_BATCH as u64 * self.width * 4 * 2
+    }
 }
 
 /// Peak of classifying `train` and `test` rows of `width` features into `classes`:
@@ -181,14 +223,18 @@ pub fn plan_training(sizes: &[u64], chunk: u64, memory: u64, budget: u64) -> Res
     })
 }
 
-/// Plan of sampling `d`-value patches alone (`sae sample`).
-pub fn plan_sampling(d: u64, budget: u64) -> Result<Plan> {
+/// Plan of sampling `d`-value patches alone (`sae sample`) from images of
+/// `image_bytes` in all.
+pub fn plan_sampling(d: u64, image_bytes: u64, budget: u64) -> Result<Plan> {
     check_base(budget)?;
-    let need = BASE + sampling_bytes(d);
+    let need = BASE + sampling_bytes(d, image_bytes);
     if budget > 0 && need > budget {
         return Err(Error::config(
             "max_memory",
-            format!("sampling {d}-value patches needs {}", mib(need)),
+            format!(
+                "sampling {d}-value patches needs {} (with the image pages one chunk maps)",
+                mib(need)
+            ),
         ));
     }
     Ok(Plan {
@@ -199,50 +245,71 @@ pub fn plan_sampling(d: u64, budget: u64) -> Result<Plan> {
 }
 
 /// Plan of encoding alone (`sae encode`): patches of `d` values, `code` features per
-/// patch, images of `shape` with patches of side `patch`.
-pub fn plan_encoding(d: u64, code: u64, shape: Shape, patch: usize, budget: u64) -> Result<Plan> {
+/// patch, images of `shape` with patches of side `patch` at `step`, rows of `width`
+/// features.
+pub fn plan_encoding(
+    d: u64,
+    code: u64,
+    shape: Shape,
+    patch: usize,
+    step: usize,
+    width: u64,
+    budget: u64,
+) -> Result<Plan> {
     check_base(budget)?;
-    let tile = fit_encoding(d, code, shape, patch, budget)?;
+    let e = Encoding::new(d, code, shape, patch, &[step], width);
+    let tile = fit_encoding(&e, budget)?;
     Ok(Plan {
         cache_bytes: CACHE_BYTES,
         tile_rows: tile as usize,
-        stages: vec![("encode", BASE + encoding_bytes(tile, d, code))],
+        stages: vec![("encode", BASE + e.bytes(tile))],
     })
 }
 
-fn fit_encoding(d: u64, code: u64, shape: Shape, patch: usize, budget: u64) -> Result<u64> {
+fn fit_encoding(e: &Encoding, budget: u64) -> Result<u64> {
     let mut tile = TILE_ROWS as u64;
     if budget == 0 {
         return Ok(tile);
     }
     let room = budget.saturating_sub(BASE);
-    let min_tile = (grid(shape.height, patch, 1).len() * grid(shape.width, patch, 1).len()) as u64;
-    while encoding_bytes(tile, d, code) > room && tile > min_tile {
-        tile = (tile / 2).max(min_tile);
+    while e.bytes(tile) > room && tile > e.most {
+        tile = (tile / 2).max(e.most);
     }
-    if encoding_bytes(tile, d, code) > room {
+    if e.bytes(tile) > room {
         return Err(Error::config(
             "max_memory",
-            format!(
-                "encoding needs at least {}",
-                mib(encoding_bytes(tile, d, code) + BASE)
-            ),
+            format!("encoding needs at least {}", mib(e.bytes(tile) + BASE)),
         ));
     }
     Ok(tile)
 }
 
-/// Estimates every stage of `cfg` for images of `shape` with `train` and `test`
-/// labelled images in `classes` classes, and fits `budget` bytes (0: no limit) by
-/// shrinking what can shrink.
-pub fn plan(
-    cfg: &Config,
-    shape: Shape,
-    train: usize,
-    test: usize,
-    classes: usize,
-    budget: u64,
-) -> Result<Plan> {
+/// The sizes of a run's data that its plan depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct DataSize {
+    /// Image shape.
+    pub shape: Shape,
+    /// Images patches are sampled from.
+    pub unlabeled: usize,
+    /// Labelled training images.
+    pub train: usize,
+    /// Labelled test (or held-out) images.
+    pub test: usize,
+    /// Classes.
+    pub classes: usize,
+}
+
+/// Estimates every stage of `cfg` for data of `size`, and fits `budget` bytes (0: no
+/// limit) by shrinking what can shrink.
+pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
+    let DataSize {
+        shape,
+        unlabeled,
+        train,
+        test,
+        classes,
+    } = size;
+    let image_bytes = (unlabeled * shape.pixels()) as u64;
     check_base(budget)?;
     let p = cfg.patches.size;
     let d = (shape.channels * p * p) as u64;
@@ -261,14 +328,13 @@ pub fn plan(
     let chunk = cfg.train.chunk as u64;
     let room = budget.saturating_sub(BASE);
     if budget > 0 {
-        plan_sampling(d, budget)?;
+        plan_sampling(d, image_bytes, budget)?;
     }
     let cache = if budget > 0 {
         fit_training(&sizes, chunk, CACHE_BYTES as u64, memory, budget)?
     } else {
         CACHE_BYTES as u64
     };
-    let tile = fit_encoding(d, code, shape, p, budget)?;
     let mut widest = 0u64;
     for &step in &cfg.features.steps {
         let pos = (grid(shape.height, p, step).len() * grid(shape.width, p, step).len()) as u64;
@@ -279,6 +345,8 @@ pub fn plan(
             });
         }
     }
+    let enc = Encoding::new(d, code, shape, p, &cfg.features.steps, widest);
+    let tile = fit_encoding(&enc, budget)?;
     let mut classify = classify_bytes(
         &cfg.classify.classifiers,
         train as u64,
@@ -315,9 +383,9 @@ pub fn plan(
         cache_bytes: cache as usize,
         tile_rows: tile as usize,
         stages: vec![
-            ("sample", BASE + sampling_bytes(d)),
+            ("sample", BASE + sampling_bytes(d, image_bytes)),
             ("train", BASE + training_bytes(&sizes, chunk, cache, memory)),
-            ("encode", BASE + encoding_bytes(tile, d, code)),
+            ("encode", BASE + enc.bytes(tile)),
             ("classify", BASE + classify),
         ],
     })
@@ -434,22 +502,32 @@ mod tests {
         toml::from_str(&text).unwrap()
     }
 
+    fn size(train: usize, test: usize) -> DataSize {
+        DataSize {
+            shape: Shape::rgb(32),
+            unlabeled: train,
+            train,
+            test,
+            classes: 10,
+        }
+    }
+
     #[test]
     fn no_budget_keeps_the_defaults() {
-        let p = plan(&cfg(""), Shape::rgb(32), 1000, 1000, 10, 0).unwrap();
+        let p = plan(&cfg(""), size(1000, 1000), 0).unwrap();
         assert_eq!((p.cache_bytes, p.tile_rows), (CACHE_BYTES, TILE_ROWS));
     }
 
     #[test]
     fn a_tight_budget_shrinks_caches_and_stays_within_it() {
         let c = cfg("[model]\nhidden = [400]\n[train]\nchunk = 8192\n[features]\nsteps = [1]\n");
-        let loose = plan(&c, Shape::rgb(32), 1000, 1000, 10, 0).unwrap();
+        let loose = plan(&c, size(1000, 1000), 0).unwrap();
         let budget = 200 << 20;
         assert!(
             loose.peak() > budget,
             "the test needs a plan that must shrink"
         );
-        let p = plan(&c, Shape::rgb(32), 1000, 1000, 10, budget).unwrap();
+        let p = plan(&c, size(1000, 1000), budget).unwrap();
         assert!(p.cache_bytes < loose.cache_bytes);
         assert!(p.peak() <= budget, "{:?}", p.stages);
     }
@@ -457,9 +535,7 @@ mod tests {
     #[test]
     fn a_chunk_too_large_for_the_budget_gets_a_value_that_fits() {
         let c = cfg("[model]\nhidden = [1600]\n");
-        let e = plan(&c, Shape::rgb(32), 100, 100, 10, 400 << 20)
-            .unwrap_err()
-            .to_string();
+        let e = plan(&c, size(100, 100), 400 << 20).unwrap_err().to_string();
         assert!(e.contains("train.chunk") && e.contains("fits"), "{e}");
         let fits: usize = e
             .rsplit("train.chunk = ")
@@ -470,17 +546,17 @@ mod tests {
         let c2 = cfg(&format!(
             "[model]\nhidden = [1600]\n[train]\nchunk = {fits}\n"
         ));
-        assert!(plan(&c2, Shape::rgb(32), 100, 100, 10, 400 << 20).is_ok());
+        assert!(plan(&c2, size(100, 100), 400 << 20).is_ok());
     }
 
     #[test]
     fn what_cannot_fit_names_the_stage() {
         let c = cfg("[features]\nsteps = [1]\nmodes = [\"concat\"]\n");
-        let e = plan(&c, Shape::rgb(32), 50_000, 10_000, 10, 1 << 30)
+        let e = plan(&c, size(50_000, 10_000), 1 << 30)
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_memory") && e.contains("classifying"), "{e}");
-        let e = plan(&cfg(""), Shape::rgb(32), 10, 10, 10, 1 << 20)
+        let e = plan(&cfg(""), size(10, 10), 1 << 20)
             .unwrap_err()
             .to_string();
         assert!(e.contains("below what the program itself needs"), "{e}");

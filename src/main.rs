@@ -309,7 +309,8 @@ fn run() -> anyhow::Result<ExitCode> {
                 .map_err(|_| anyhow::anyhow!("--norm {norm:?}: expected ufldl or zca"))?;
             let spec = sae::patches::PatchSpec { size, count, seed };
             let d = spec.dim(ds.unlabeled.shape().channels) as u64;
-            let plan = sae::limits::plan_sampling(d, flag_budget)?;
+            let image_bytes = (ds.unlabeled.len() * ds.unlabeled.shape().pixels()) as u64;
+            let plan = sae::limits::plan_sampling(d, image_bytes, flag_budget)?;
             let m = sae::limits::Stage::begin("sample", &plan, flag_budget);
             let n = sae::pipeline::sample_patches(
                 &ds.unlabeled,
@@ -438,6 +439,8 @@ fn run() -> anyhow::Result<ExitCode> {
                 enc.code_width() as u64,
                 ds.train.shape(),
                 m.header.patch,
+                step,
+                enc.feature_dim(ds.train.shape(), step, mode) as u64,
                 flag_budget,
             )?;
             plan.apply();

@@ -396,12 +396,14 @@ pub fn train_resumable(
         comm,
     };
     session.offset = session.trace.last().map_or(0.0, |p| p.seconds);
-    if resumed.is_some() {
-        let last = session.trace.last();
+    if let Some(c) = &resumed {
+        let (unit, at) = match &c.opt {
+            OptState::Lbfgs(s) => ("iteration", s.iter),
+            OptState::Minibatch(s) => ("step", s.steps as usize),
+        };
         say(format!(
-            "train: resuming from checkpoint at iteration {} (loss {:.6})",
-            last.map_or(0, |p| p.iteration),
-            last.map_or(f64::NAN, |p| p.loss)
+            "train: resuming from checkpoint at {unit} {at} (loss {:.6})",
+            session.trace.last().map_or(f64::NAN, |p| p.loss)
         ));
     }
     let lbfgs = tc.lbfgs();
@@ -610,6 +612,18 @@ fn run_lbfgs(
             }
         }
         if let Some(s) = stop {
+            // A step that ended the run (a tolerance met) is the trace's last point;
+            // it goes into the final checkpoint below, not a checkpoint of its own,
+            // which a kill could leave without the stop reason.
+            if session.trace.last().is_some_and(|p| p.iteration < it.iter) {
+                session.trace.push(TracePoint {
+                    iteration: it.iter,
+                    evals: it.evals,
+                    loss: it.f,
+                    gmax: it.gmax,
+                    seconds: session.seconds(),
+                });
+            }
             break s;
         }
     };
@@ -830,14 +844,14 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         seed: cfg.seed,
     };
     spec.check(ds.train.shape())?;
-    let plan = crate::limits::plan(
-        cfg,
-        ds.train.shape(),
-        ds.train.len(),
-        ds.test.len(),
-        ds.classes.len(),
-        cfg.max_memory,
-    )?;
+    let size = crate::limits::DataSize {
+        shape: ds.train.shape(),
+        unlabeled: ds.unlabeled.len(),
+        train: ds.train.len(),
+        test: ds.test.len(),
+        classes: ds.classes.len(),
+    };
+    let plan = crate::limits::plan(cfg, size, cfg.max_memory)?;
     plan.apply();
     let budget = cfg.max_memory;
     let stage = |name| crate::limits::Stage::begin(name, &plan, budget);

@@ -615,6 +615,8 @@ pub fn read_features(path: &Path) -> Result<(ndarray::Array2<f32>, Vec<u32>)> {
         x.slice_mut(ndarray::s![lo..lo + b.rows(), ..])
             .assign(&b.values());
         y.extend_from_slice(b.column(1));
+        // The copy is what the caller keeps; the mapped pages would double it.
+        s.release(i);
     }
     Ok((x, y))
 }

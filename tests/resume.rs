@@ -419,7 +419,9 @@ fn diverging_run_stops_with_its_reason_and_keeps_the_last_good_checkpoint() {
     }
     // A rerun resumes from that checkpoint and stops at the same step, not earlier.
     let step = |e: &str| {
-        e.split("at step ")
+        e.split("diverged")
+            .nth(1)?
+            .split("at step ")
             .nth(1)
             .map(|s| s.split(';').next().unwrap().to_string())
     };

@@ -27,17 +27,19 @@ pub fn run_bin(args: &[&str], cwd: &Path) -> (bool, String, String) {
     )
 }
 
-/// The shared real-image folder, if present (it is outside the repository).
-pub fn shared_data(name: &str) -> Option<PathBuf> {
+/// A folder of the shared real-image data (outside the repository). Tests that read
+/// it are `#[ignore]`d with that reason and run by `.ci/run`; called without it, they
+/// fail saying what is missing.
+pub fn shared_data(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/data")
         .join(name);
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} is absent", p.display());
-        None
-    }
+    assert!(
+        p.is_dir(),
+        "{} is absent: this test needs the shared real-image data beside the repository",
+        p.display()
+    );
+    p
 }
 
 /// Committed test fixtures.

@@ -260,7 +260,15 @@ impl ImageSet {
     /// Hands the pages read so far back to the page cache (see [`crate::mmap`]), so
     /// that random access over a multi-gigabyte file does not grow the resident set.
     pub fn release(&self) {
+        // A selection (a fold, held-out images) has a part per image over one file:
+        // release each file once, not once per part.
+        let mut done: Vec<*const Source> = Vec::new();
         for p in &self.parts {
+            let id = Arc::as_ptr(&p.source);
+            if done.contains(&id) {
+                continue;
+            }
+            done.push(id);
             if let Source::Mapped(m) = p.source.as_ref() {
                 crate::mmap::release(m, 0, m.len());
             }
