@@ -1,7 +1,8 @@
 //! Training checkpoints in sled, so that a run killed at any moment resumes from its
 //! last checkpoint and ends with the same parameters as an uninterrupted run.
 //!
-//! Layout (one folder per run, `checkpoint.sled/`): a sled index plus one file per
+//! Layout (one folder per training trajectory, `checkpoint.sled/`: runs that differ
+//! only in their iteration or epoch limit share it): a sled index plus one file per
 //! checkpoint body.
 //!
 //! ```text

@@ -81,11 +81,13 @@ pub fn training_bytes(sizes: &[u64], chunk: u64, cache: u64, memory: u64) -> u64
 pub const FAULT_AROUND: u64 = 64 << 10;
 
 /// Peak of sampling and fitting the normalisation of `d`-value patches from mapped
-/// images of `image_bytes` in all: the chunk's buffers, the covariance sums, and the
-/// mapped pages one chunk's random reads make resident (released after each chunk).
-pub fn sampling_bytes(d: u64, image_bytes: u64) -> u64 {
+/// images of `image_bytes` in all, into a store of `chunk`-row batches: the chunk's
+/// buffers, the covariance sums, the mapped pages one chunk's random reads make
+/// resident (released after each chunk), and the store writer's batch with its
+/// encoded copy.
+pub fn sampling_bytes(d: u64, image_bytes: u64, chunk: u64) -> u64 {
     let mapped = image_bytes.min(SAMPLE_CHUNK as u64 * FAULT_AROUND);
-    (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3 + mapped
+    (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3 + mapped + chunk * (d + 3) * 4 * 2
 }
 
 /// What encoding images of `shape` at `steps` with patches of side `patch` into
@@ -130,8 +132,10 @@ impl Encoding {
 }
 
 /// Peak of classifying `train` and `test` rows of `width` features into `classes`:
-/// both matrices; smartcore's models (`rf`, `lr`) take a dense copy of each; the
-/// linear classifiers keep L-BFGS history and per-thread gradients.
+/// both matrices; smartcore's models (`rf`, `lr`) take a dense copy of each, and each
+/// of its trees, fitted one per thread, sorts every feature column into an index of
+/// `usize` (train × width × 8 bytes); the linear classifiers keep L-BFGS history and
+/// per-thread gradients.
 pub fn classify_bytes(
     which: &[Classifier],
     train: u64,
@@ -153,7 +157,12 @@ pub fn classify_bytes(
     } else {
         0
     };
-    (train + test) * width * 4 * copies + fit
+    let forest = if which.contains(&Classifier::Rf) {
+        threads * train * width * 8
+    } else {
+        0
+    };
+    (train + test) * width * 4 * copies + fit + forest
 }
 
 /// The largest cache (halving from `cache`) with which training fits `room`, or an
@@ -224,10 +233,10 @@ pub fn plan_training(sizes: &[u64], chunk: u64, memory: u64, budget: u64) -> Res
 }
 
 /// Plan of sampling `d`-value patches alone (`sae sample`) from images of
-/// `image_bytes` in all.
-pub fn plan_sampling(d: u64, image_bytes: u64, budget: u64) -> Result<Plan> {
+/// `image_bytes` in all into a store of `chunk`-row batches.
+pub fn plan_sampling(d: u64, image_bytes: u64, chunk: u64, budget: u64) -> Result<Plan> {
     check_base(budget)?;
-    let need = BASE + sampling_bytes(d, image_bytes);
+    let need = BASE + sampling_bytes(d, image_bytes, chunk);
     if budget > 0 && need > budget {
         return Err(Error::config(
             "max_memory",
@@ -328,7 +337,7 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
     let chunk = cfg.train.chunk as u64;
     let room = budget.saturating_sub(BASE);
     if budget > 0 {
-        plan_sampling(d, image_bytes, budget)?;
+        plan_sampling(d, image_bytes, chunk, budget)?;
     }
     let cache = if budget > 0 {
         fit_training(&sizes, chunk, CACHE_BYTES as u64, memory, budget)?
@@ -383,7 +392,7 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
         cache_bytes: cache as usize,
         tile_rows: tile as usize,
         stages: vec![
-            ("sample", BASE + sampling_bytes(d, image_bytes)),
+            ("sample", BASE + sampling_bytes(d, image_bytes, chunk)),
             ("train", BASE + training_bytes(&sizes, chunk, cache, memory)),
             ("encode", BASE + enc.bytes(tile)),
             ("classify", BASE + classify),
@@ -405,7 +414,15 @@ fn vm_hwm_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// Peak resident set of this process so far (VmHWM, over every measured stage), KiB.
+/// Starts the peak of [`peak_rss_kb`] afresh (at the start of a run).
+pub fn reset_peak() {
+    crate::mmap::release_free_heap();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    PEAK_KB.store(vm_hwm_kb(), Ordering::Relaxed);
+}
+
+/// Peak resident set of this process (VmHWM, over every measured stage) since the
+/// start or the last [`reset_peak`], KiB.
 pub fn peak_rss_kb() -> u64 {
     PEAK_KB
         .fetch_max(vm_hwm_kb(), Ordering::Relaxed)

@@ -310,7 +310,7 @@ fn run() -> anyhow::Result<ExitCode> {
             let spec = sae::patches::PatchSpec { size, count, seed };
             let d = spec.dim(ds.unlabeled.shape().channels) as u64;
             let image_bytes = (ds.unlabeled.len() * ds.unlabeled.shape().pixels()) as u64;
-            let plan = sae::limits::plan_sampling(d, image_bytes, flag_budget)?;
+            let plan = sae::limits::plan_sampling(d, image_bytes, chunk as u64, flag_budget)?;
             let m = sae::limits::Stage::begin("sample", &plan, flag_budget);
             let n = sae::pipeline::sample_patches(
                 &ds.unlabeled,

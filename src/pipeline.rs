@@ -167,11 +167,13 @@ fn open_data_as(cfg: &Config, paths: &Paths, write: bool) -> Result<Dataset> {
             dir.display()
         ));
     }
+    // Whether patches come from the training images (CIFAR-10, or no unlabeled file),
+    // decided before any selection changes the training set.
+    let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
     if cfg.data.fold > 0 {
         ds.train = ds.train.select(&fold_indices(&path, cfg.data.fold)?)?;
     }
     if cfg.data.holdout > 0.0 {
-        let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
         let (keep, held) = holdout_split(ds.train.len(), cfg.data.holdout, cfg.seed);
         if keep.is_empty() || held.is_empty() {
             return Err(Error::config(
@@ -463,21 +465,31 @@ fn usable_checkpoint(c: &Checkpoints, tc: &TrainConfig) -> Result<Option<Checkpo
     let Some(latest) = c.latest()? else {
         return Ok(None);
     };
-    let (at, limit, key, unit) = match (&latest.opt, tc.minibatch()) {
-        (OptState::Lbfgs(_), None) => (latest.position(), tc.max_iter, "max_iter", "iteration"),
-        (OptState::Minibatch(_), Some(mb)) => (latest.position(), mb.epochs, "epochs", "epoch"),
+    let (limit, key, unit) = match (&latest.opt, tc.minibatch()) {
+        (OptState::Lbfgs(_), None) => (tc.max_iter, "max_iter", "iteration"),
+        (OptState::Minibatch(_), Some(mb)) => (mb.epochs, "epochs", "epoch"),
         // Another optimiser's state: refused by the caller with its reason.
         _ => return Ok(Some(latest)),
     };
-    if at <= limit {
+    if within_limit(&latest.opt, limit) {
         return Ok(Some(latest));
     }
     say(format!(
-        "train: the checkpoint at {unit} {at} is past train.{key} = {limit} (a longer run \
-         made it); training this one from the start"
+        "train: the checkpoint at {unit} {} is past train.{key} = {limit} (a longer run \
+         made it); training this one from the start",
+        latest.position()
     ));
     c.clear()?;
     Ok(None)
+}
+
+/// Whether a run limited to `limit` iterations (L-BFGS) or epochs (mini-batch) passes
+/// through `state`: a state part-way into the epoch after the last one does not.
+fn within_limit(state: &OptState, limit: usize) -> bool {
+    match state {
+        OptState::Lbfgs(s) => s.iter <= limit,
+        OptState::Minibatch(s) => s.epoch < limit || (s.epoch == limit && s.pos == 0),
+    }
 }
 
 /// Bookkeeping of one training session: trace, timing and checkpoint schedule.
@@ -784,6 +796,8 @@ pub fn run(cfg: &Config, restart: bool) -> Result<(PathBuf, Vec<Record>)> {
 /// 0 return no results.
 pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf, Vec<Record>)> {
     let started = Instant::now();
+    // Peak memory is reported per run, not over every run a sweep made before it.
+    crate::limits::reset_peak();
     let root = comm.is_root();
     let dir = cfg.run_dir();
     let paths = Paths::of(cfg);
@@ -1080,4 +1094,33 @@ pub fn draw(model: &Model, store: &Store, dir: &Path) -> Result<()> {
     let v = b.values();
     let n = v.nrows().min(100);
     crate::show::grid_png(v.slice(s![..n, ..]), p, ch, &dir.join("patches.png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_continues_only_from_states_on_its_own_path() {
+        let mut mb = MinibatchState::new(vec![0.0; 3]);
+        mb.epoch = 1;
+        assert!(within_limit(&OptState::Minibatch(mb.clone()), 1));
+        assert!(within_limit(&OptState::Minibatch(mb.clone()), 2));
+        // Part-way into epoch 2: a one-epoch run never passed through here.
+        mb.pos = 5;
+        assert!(!within_limit(&OptState::Minibatch(mb.clone()), 1));
+        assert!(within_limit(&OptState::Minibatch(mb), 2));
+        let lbfgs = |iter| {
+            OptState::Lbfgs(LbfgsState {
+                x: vec![0.0],
+                f: 1.0,
+                g: vec![0.0],
+                history: Default::default(),
+                iter,
+                evals: iter,
+            })
+        };
+        assert!(within_limit(&lbfgs(10), 10));
+        assert!(!within_limit(&lbfgs(11), 10));
+    }
 }

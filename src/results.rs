@@ -272,6 +272,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_table_from_before_iterations_and_stop_reads_as_not_recorded() {
+        let d = tempfile::tempdir().unwrap();
+        let recs = vec![record("a", Some(8), "rf", 0.31)];
+        let mut df = frame(&recs).unwrap();
+        let _ = df.drop_in_place("iterations").unwrap();
+        let _ = df.drop_in_place("stop").unwrap();
+        let path = d.path().join("results.parquet");
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .finish(&mut df)
+            .unwrap();
+        let back = read(&path).unwrap();
+        assert_eq!((back[0].iterations, back[0].stop.as_str()), (0, ""));
+        assert_eq!(back[0].accuracy, 0.31);
+    }
+
+    #[test]
     fn a_table_missing_a_column_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let mut df =

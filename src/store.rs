@@ -197,6 +197,7 @@ impl StoreWriter {
             .map_err(|e| Error::bad(&self.tmp, format!("write failed: {}", e.error())))?;
         file.sync_all().map_err(Error::io(&self.tmp))?;
         std::fs::rename(&self.tmp, &self.path).map_err(Error::io(&self.path))?;
+        crate::model::sync_dir(&self.path)?;
         Ok(self.rows)
     }
 }

@@ -13,8 +13,10 @@ use crate::util::{fixture, numpy_pickle, tmp};
 
 type Reader = fn(&Path) -> Result<(), String>;
 
+/// One pickle file read as a labelled file of a 0-based dataset.
 fn read_pickle(p: &Path) -> Result<(), String> {
     pickle::open_file(p, None)
+        .and_then(|f| f.labelled(0))
         .map(drop)
         .map_err(|e| e.to_string())
 }

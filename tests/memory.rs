@@ -8,6 +8,14 @@ use crate::util::{run_bin, tmp};
 
 const BUDGET_MIB: u64 = 192;
 
+/// `sae` with a fixed thread count: per-thread buffers are part of every estimate,
+/// and the budget is sized for two.
+fn sae(args: &[&str], cwd: &Path) -> (bool, String, String) {
+    let mut all = vec!["--threads", "2"];
+    all.extend_from_slice(args);
+    run_bin(&all, cwd)
+}
+
 fn config(dir: &Path, name: &str) -> std::path::PathBuf {
     // 100,000 patches x 512 units: the activation cache alone (205 MB) is over the
     // budget, so the budget must change what the run does, not just watch it.
@@ -93,7 +101,7 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
     let d = tmp();
     let budget = format!("{BUDGET_MIB}M");
     let cfg = config(d.path(), "tight");
-    let (ok, _, err) = run_bin(
+    let (ok, _, err) = sae(
         &["--max-memory", &budget, "run", cfg.to_str().unwrap()],
         d.path(),
     );
@@ -106,7 +114,7 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
 
     // Without the budget the same run keeps its activation cache and goes over it.
     let cfg = config(d.path(), "loose");
-    let (ok, _, err) = run_bin(&["run", cfg.to_str().unwrap()], d.path());
+    let (ok, _, err) = sae(&["run", cfg.to_str().unwrap()], d.path());
     assert!(ok, "{err}");
     let p = check_within(&err, &["sample", "train", "encode", "classify"], None);
     let train = p.iter().find(|s| s.0 == "train").unwrap().1;
@@ -118,7 +126,7 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
     // The subcommands honour the flag too.
     let store = d.path().join("tight/patches.arrow");
     let model = d.path().join("m.sae");
-    let (ok, _, err) = run_bin(
+    let (ok, _, err) = sae(
         &[
             "--max-memory",
             &budget,
@@ -136,7 +144,7 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
     assert!(ok, "{err}");
     check_within(&err, &["train"], Some(BUDGET_MIB));
     let data = d.path().join("tight/data");
-    let (ok, _, err) = run_bin(
+    let (ok, _, err) = sae(
         &[
             "--max-memory",
             &budget,
@@ -155,7 +163,7 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
     );
     assert!(ok, "{err}");
     check_within(&err, &["encode"], Some(BUDGET_MIB));
-    let (ok, _, err) = run_bin(
+    let (ok, _, err) = sae(
         &[
             "--max-memory",
             &budget,
@@ -178,10 +186,10 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
 
     // A budget too small for training stops every command before work starts,
     // naming what to change: `train` and a sweep's runs alike.
-    let (ok, _, err) = run_bin(
+    let (ok, _, err) = sae(
         &[
             "--max-memory",
-            "110M",
+            "150M",
             "train",
             store.to_str().unwrap(),
             "--hidden",
@@ -198,8 +206,8 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
         "name = \"g\"\nbase = \"tight.toml\"\n[grid]\n\"model.rho\" = [0.01]\n",
     )
     .unwrap();
-    let (ok, _, err) = run_bin(
-        &["--max-memory", "110M", "sweep", sweep.to_str().unwrap()],
+    let (ok, _, err) = sae(
+        &["--max-memory", "150M", "sweep", sweep.to_str().unwrap()],
         d.path(),
     );
     assert!(!ok && err.contains("train.chunk"), "{err}");

@@ -253,3 +253,100 @@ fn minibatch_training_reduces_the_loss() {
         assert_eq!(t.iterations, 3 * 30);
     }
 }
+
+#[test]
+fn holdout_split_is_a_seeded_partition() {
+    let (keep, held) = sae::pipeline::holdout_split(1000, 0.2, 7);
+    assert_eq!((keep.len(), held.len()), (800, 200));
+    let mut all: Vec<usize> = keep.iter().chain(&held).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<_>>(), "not a partition");
+    assert!(
+        held.windows(2).all(|w| w[0] < w[1]),
+        "held-out images in file order"
+    );
+    assert_eq!(sae::pipeline::holdout_split(1000, 0.2, 7).1, held);
+    assert_ne!(sae::pipeline::holdout_split(1000, 0.2, 8).1, held);
+    // Spread over the file, not a block at one end.
+    assert!(held[0] < 100 && held[199] > 900, "{:?}", &held[..5]);
+}
+
+/// With `data.holdout` a run scores held-out training images: the test set is never
+/// encoded or scored, and the held-out images feed no other stage.
+#[test]
+fn holdout_runs_score_training_images_only() {
+    let d = tmp();
+    let text = format!(
+        r#"
+name = "val"
+out_dir = "{}"
+seed = 5
+[synth]
+layout = "cifar10"
+train = 400
+test = 150
+[data]
+format = "cifar10"
+holdout = 0.25
+[patches]
+count = 4000
+[model]
+hidden = [16]
+[train]
+max_iter = 5
+[features]
+steps = [8]
+[classify]
+classifiers = ["svm"]
+raw_baseline = false
+"#,
+        d.path().display()
+    );
+    let p = d.path().join("val.toml");
+    std::fs::write(&p, text).unwrap();
+    let cfg = sae::config::Config::load(&p).unwrap();
+    let (dir, results) = sae::pipeline::run(&cfg, false).unwrap();
+    assert!(results[0].accuracy.is_finite());
+    let feats: Vec<_> = walk(&dir.join("features"));
+    let test = feats
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("-test.arrow"))
+        .expect("held-out features");
+    let train = feats
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("-train.arrow"))
+        .unwrap();
+    let rows = |f: &std::path::Path| {
+        sae::store::Store::open(f, sae::store::Kind::Features)
+            .unwrap()
+            .rows()
+    };
+    assert_eq!(rows(test), 100, "held-out images, not the 150 test images");
+    assert_eq!(rows(train), 300);
+    // Patches come from the 300 kept training images only.
+    let store =
+        sae::store::Store::open(&dir.join("patches.arrow"), sae::store::Kind::Patches).unwrap();
+    let mut max_image = 0;
+    for i in 0..store.batches() {
+        let b = store.batch(i).unwrap();
+        max_image = max_image.max(*b.column(0).iter().max().unwrap());
+    }
+    // 4,000 patches from 400 images would reach past image 300 almost surely.
+    assert!(
+        max_image < 300,
+        "a patch from image {max_image} of the 300 kept"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -202,6 +202,17 @@ proptest! {
             prop_assert!((v - w).abs() < 2e-2, "eigenvalues {:?}, want {:?}", vals, want);
         }
         prop_assert!(want.last().unwrap() > &0.5, "the data must have variance to whiten");
+        // ZCA, not just any whitening: W is symmetric, so the cross-covariance of the
+        // output with the (contrast-normalised) input, W·C, is symmetric. A PCA or
+        // otherwise rotated whitener passes the eigenvalue check and fails this.
+        let centred = |m: &Array2<f64>| m - &m.mean_axis(Axis(0)).unwrap().insert_axis(Axis(0));
+        let cross = centred(&y).t().dot(&centred(&input)) / rows as f64;
+        let scale = cross.iter().fold(0f64, |a, v| a.max(v.abs()));
+        for i in 0..dim {
+            for j in 0..i {
+                prop_assert!((cross[[i, j]] - cross[[j, i]]).abs() < 1e-2 * scale.max(1e-3), "W·C not symmetric at ({}, {}): {} vs {}", i, j, cross[[i, j]], cross[[j, i]]);
+            }
+        }
         let mut fit = Fitter::new(NormSpec::Ufldl, dim);
         fit.add(x.view());
         let y = fit.finish().unwrap().apply(x);

@@ -317,8 +317,8 @@ fn label_base_is_decided_once_per_dataset() {
     let test: Vec<i64> = (0..9).map(|i| 1 + i % 9).collect(); // no class 0
     pickled_dataset(d.path(), &train, &test);
     let ds = Dataset::open(Format::Pickle, d.path(), &OpenOptions::default()).unwrap();
-    let want: Vec<u8> = test.iter().map(|&v| v as u8).collect();
-    assert_eq!(ds.test.labels().unwrap(), &want[..], "test labels moved");
+    let want0: Vec<u8> = test.iter().map(|&v| v as u8).collect();
+    assert_eq!(ds.test.labels().unwrap(), &want0[..], "test labels moved");
     assert_eq!(
         ds.train.labels().unwrap()[..10],
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
@@ -367,6 +367,23 @@ fn label_base_is_decided_once_per_dataset() {
         .unwrap()
         .to_string();
     assert!(e.contains("train.pk") && e.contains("label 0"), "{e}");
+
+    // An unlabeled file's labels are ignored, whatever they hold (-1 markers here).
+    let d = tmp();
+    pickled_dataset(d.path(), &train, &test);
+    let pixels: Vec<u8> = (0..5 * 48).map(|i| (i * 3 % 251) as u8).collect();
+    let marks: Vec<u8> = [-1i64; 5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(
+        d.path().join("unlabeled.pk"),
+        numpy_pickle(&[
+            ("X", &[5, 4, 4, 3], "u1", '|', &pixels),
+            ("y", &[5], "i8", '<', &marks),
+        ]),
+    )
+    .unwrap();
+    let ds = Dataset::open(Format::Pickle, d.path(), &OpenOptions::default()).unwrap();
+    assert_eq!(ds.unlabeled.len(), 5);
+    assert_eq!(ds.test.labels().unwrap(), &want0[..]);
 
     // `sae info` reports the decision.
     let d = tmp();

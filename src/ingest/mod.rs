@@ -361,7 +361,13 @@ impl Dataset {
             Format::Pickle => None,
         };
         if let (Some((b, _)), Some(want)) = (fixed, opts.label_base) {
-            if b != want && format != Format::Folder {
+            if format == Format::Folder {
+                return Err(Error::config(
+                    "data.label_base",
+                    "image folders take their classes from subfolder names; leave it unset",
+                ));
+            }
+            if b != want {
                 return Err(Error::config(
                     "data.label_base",
                     format!("{format:?} labels are {b}-based by format, not {want}-based"),

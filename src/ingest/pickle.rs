@@ -729,7 +729,10 @@ impl PickledSet {
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                u8::try_from(v - i64::from(base)).map_err(|_| {
+                let shifted = v
+                    .checked_sub(i64::from(base))
+                    .and_then(|x| u8::try_from(x).ok());
+                shifted.ok_or_else(|| {
                     let why = if v == 0 && base == 1 {
                         " (the dataset's labels are read as 1-based)".to_string()
                     } else {
@@ -961,18 +964,13 @@ fn float_pixels(
         .collect())
 }
 
-/// Checks one label per image, each in 0..=256 (a 1-based byte label reaches 256).
+/// Checks one label per image; their range is checked once the dataset's label base
+/// is known ([`PickledSet::labelled`]), and not at all for unlabeled images.
 fn check_labels(path: &Path, l: Vec<i64>, n: usize) -> Result<Vec<i64>> {
     if l.len() != n {
         return Err(Error::bad(
             path,
             format!("{} labels for {n} images", l.len()),
-        ));
-    }
-    if let Some(i) = l.iter().position(|v| !(0..=256).contains(v)) {
-        return Err(Error::bad(
-            path,
-            format!("label {} of image {i} is out of range", l[i]),
         ));
     }
     Ok(l)
@@ -994,6 +992,9 @@ fn label_base(files: &[&PickledSet]) -> (u8, String) {
     let zero = files
         .iter()
         .find(|f| f.labels.as_ref().is_some_and(|l| l.contains(&0)));
+    if names.is_empty() {
+        return (0, "labels: none in the train and test files".into());
+    }
     match zero {
         Some(f) => (
             0,
