@@ -434,6 +434,7 @@ pub struct Stage {
     name: &'static str,
     estimate: u64,
     budget: u64,
+    start_kb: u64,
 }
 
 impl Stage {
@@ -449,6 +450,7 @@ impl Stage {
             name,
             estimate,
             budget,
+            start_kb: vm_hwm_kb(),
         }
     }
 
@@ -464,10 +466,11 @@ impl Stage {
             String::new()
         };
         crate::progress::say(format!(
-            "memory: {} peak {} (estimated {}{budget})",
+            "memory: {} peak {} (estimated {}{budget}; {} resident at its start)",
             self.name,
             mib(peak),
-            mib(self.estimate)
+            mib(self.estimate),
+            mib(self.start_kb * 1024)
         ));
         if self.budget > 0 && peak > self.budget {
             crate::progress::say(format!(

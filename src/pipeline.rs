@@ -202,6 +202,11 @@ fn open_data_as(cfg: &Config, paths: &Paths, write: bool) -> Result<Dataset> {
     ds.train = limit(ds.train, cfg.data.train_limit);
     ds.test = limit(ds.test, cfg.data.test_limit);
     ds.unlabeled = limit(ds.unlabeled, cfg.data.unlabeled_limit);
+    // Reading labels interleaved with the pixels (CIFAR-10) touched every record; the
+    // stages fault in what they read.
+    for set in [&ds.unlabeled, &ds.train, &ds.test] {
+        set.release();
+    }
     Ok(ds)
 }
 
@@ -952,6 +957,8 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         }
         draw(&model, &store, &dir)?;
     }
+    // Nothing reads the patches again: their pages need not stay resident.
+    store.release_all();
 
     let mut results = Vec::new();
     let feat = |n: &str, split: &str| paths.features.join(format!("{n}-{split}.arrow"));
@@ -1020,6 +1027,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                         &format!("encode {name} {split}"),
                         comm,
                     )?;
+                    set.release();
                     m.end();
                 }
             }
