@@ -233,7 +233,7 @@ impl Checkpoints {
         // The blob is written and synced first; only then does the index point at it,
         // in one sled batch that is flushed. A kill before the flush leaves the index
         // on the previous checkpoint, whose file is still there.
-        crate::model::write_atomic(&self.blob_path(n), &blob)?;
+        crate::fsio::write_atomic(&self.blob_path(n), &blob)?;
         let mut batch = sled::Batch::default();
         batch.insert(
             format!("ckpt/{n:020}").as_bytes(),

@@ -1,13 +1,10 @@
-//! Classifiers on image features and their evaluation: smartcore's random forest and
-//! logistic regression (the study's pair), the [`crate::linear`] softmax and L2-SVM
-//! that scale to wide features, accuracy and confusion matrix.
+//! Classifiers on image features: smartcore's random forest and logistic regression
+//! (the study's pair) and the [`crate::linear`] softmax and L2-SVM that scale to wide
+//! features, scored by [`crate::metrics`].
 //!
 //! smartcore types stay inside this module; the rest of `sae` passes ndarray matrices
 //! and u32 labels. Features are standardised by the caller ([`Standardiser`], fitted on
 //! the training rows); trees do not care, linear models need it.
-
-use std::io::Write;
-use std::path::Path;
 
 use ndarray::{Array1, Array2, Axis};
 use rayon::prelude::*;
@@ -20,6 +17,7 @@ use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegress
 
 use crate::error::{Error, Result};
 use crate::linear::{self, LinearParams, Loss};
+use crate::metrics::{score, Evaluation};
 
 /// A classifier kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,24 +56,6 @@ pub struct ClassifyParams {
     pub linear: LinearParams,
     /// Seed.
     pub seed: u64,
-}
-
-impl Default for ClassifyParams {
-    /// The config's defaults, so that library and CLI agree.
-    fn default() -> Self {
-        crate::config::ClassifyConfig::default().params(0)
-    }
-}
-
-/// Test-set result of one classifier.
-#[derive(Clone, Debug)]
-pub struct Evaluation {
-    /// Fraction correct.
-    pub accuracy: f64,
-    /// `confusion[[true, predicted]]` counts.
-    pub confusion: Array2<u32>,
-    /// What was chosen on the way (e.g. the L2 weight), for the log.
-    pub detail: String,
 }
 
 /// Mean and standard deviation per column, fitted on training features.
@@ -199,50 +179,6 @@ fn majority(votes: &[Vec<u32>], rows: usize, classes: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Accuracy and confusion matrix of predictions.
-pub fn score(pred: &[u32], truth: &[u32], classes: usize) -> Evaluation {
-    assert_eq!(pred.len(), truth.len());
-    let k = classes.max(
-        pred.iter()
-            .chain(truth)
-            .max()
-            .map_or(0, |&m| m as usize + 1),
-    );
-    let mut confusion = Array2::<u32>::zeros((k, k));
-    let mut right = 0;
-    for (&p, &t) in pred.iter().zip(truth) {
-        confusion[[t as usize, p as usize]] += 1;
-        right += usize::from(p == t);
-    }
-    Evaluation {
-        accuracy: right as f64 / truth.len().max(1) as f64,
-        confusion,
-        detail: String::new(),
-    }
-}
-
-/// Writes a confusion matrix as CSV: a header of predicted class names, one row per
-/// true class.
-pub fn write_confusion(path: &Path, e: &Evaluation, names: &[String]) -> Result<()> {
-    let mut out = String::from("true\\predicted");
-    let k = e.confusion.nrows();
-    let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| i.to_string());
-    for j in 0..k {
-        out.push(',');
-        out.push_str(&name(j));
-    }
-    out.push('\n');
-    for i in 0..k {
-        out.push_str(&name(i));
-        for j in 0..k {
-            out.push_str(&format!(",{}", e.confusion[[i, j]]));
-        }
-        out.push('\n');
-    }
-    let mut f = std::fs::File::create(path).map_err(Error::io(path))?;
-    f.write_all(out.as_bytes()).map_err(Error::io(path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +202,7 @@ mod tests {
         let (x0, y0) = (xtr.clone(), ytr.clone());
         let p = ClassifyParams {
             rf_trees: 20,
-            ..Default::default()
+            ..crate::config::ClassifyConfig::default().params(0)
         };
         for c in [
             Classifier::Rf,
@@ -285,20 +221,13 @@ mod tests {
     }
 
     #[test]
-    fn score_counts() {
-        let e = score(&[0, 1, 1, 2], &[0, 1, 2, 2], 3);
-        assert_eq!(e.accuracy, 0.75);
-        assert_eq!(e.confusion[[2, 1]], 1);
-    }
-
-    #[test]
     fn nan_features_are_refused() {
         let (mut xtr, mut ytr) = blobs(30, 1);
         xtr[[3, 1]] = f32::NAN;
         let (xte, yte) = blobs(9, 2);
         let r = evaluate(
             Classifier::Lr,
-            &ClassifyParams::default(),
+            &crate::config::ClassifyConfig::default().params(0),
             &mut xtr,
             &mut ytr,
             &xte,

@@ -77,15 +77,44 @@ fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::
     }
     match Bytes::deserialize(d)? {
         Bytes::Number(n) => Ok(n),
-        Bytes::Text(t) => crate::limits::parse_bytes(&t).map_err(serde::de::Error::custom),
+        Bytes::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
     }
+}
+
+/// Parses a byte count: `123`, `512M`, `2G`, `1.5GiB` (binary units).
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(Error::config(
+                "max_memory",
+                format!("unknown unit in {s:?}"),
+            ))
+        }
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| Error::config("max_memory", format!("{s:?} is not a byte count")))?;
+    Ok((v * scale as f64) as u64)
 }
 
 fn default_out() -> PathBuf {
     PathBuf::from("runs")
 }
+/// The master seed when none is given (configs and subcommands alike).
+pub const DEFAULT_SEED: u64 = 1;
+
 fn one() -> u64 {
-    1
+    DEFAULT_SEED
 }
 
 /// Synthetic dataset written into the run folder.
@@ -169,7 +198,7 @@ impl Default for DataConfig {
 }
 
 /// Normalisation kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NormKind {
     /// The study's.
@@ -210,6 +239,21 @@ impl Default for PatchConfig {
 }
 
 impl PatchConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if self.count == 0 {
+            return bad("patches.count", "must be at least 1");
+        }
+        if self.size == 0 {
+            return bad("patches.size", "must be at least 1");
+        }
+        if !(self.zca_eps >= 0.0 && self.cn_eps >= 0.0) {
+            return bad("patches.zca_eps", "epsilons must be non-negative");
+        }
+        Ok(())
+    }
+
     /// The normalisation spec.
     pub fn norm_spec(&self) -> NormSpec {
         match self.norm {
@@ -281,7 +325,7 @@ impl ModelConfig {
 }
 
 /// Which optimiser trains the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
     /// Full-batch L-BFGS (the study's).
@@ -555,18 +599,10 @@ impl Config {
                 return bad("synth", "train and test need at least one image");
             }
         }
+        self.patches.check()?;
         let p = &self.patches;
-        if p.count == 0 {
-            return bad("patches.count", "must be at least 1");
-        }
-        if p.size == 0 {
-            return bad("patches.size", "must be at least 1");
-        }
         if self.data.resize > 0 && self.data.resize < p.size {
             return bad("data.resize", "images cannot be smaller than patches.size");
-        }
-        if !(p.zca_eps >= 0.0 && p.cn_eps >= 0.0) {
-            return bad("patches.zca_eps", "epsilons must be non-negative");
         }
         self.model.check()?;
         let m = &self.model;
@@ -599,79 +635,22 @@ impl Config {
         Ok(())
     }
 
-    /// Hash of what determines the images before any selection: the source and size.
-    pub fn data_hash(&self) -> String {
-        let d = &self.data;
-        let key = serde_json::json!({
-            "synth": self.synth, "seed": self.synth.as_ref().map(|_| self.seed),
-            "format": d.format, "path": d.path, "order": d.pixel_order, "resize": d.resize,
-        });
-        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
-    }
-
-    /// Hash of which labelled images are used and how they are labelled: the source,
-    /// limits, fold, held-out fraction and label base.
-    pub fn labelled_hash(&self) -> String {
-        let d = &self.data;
-        let mut key = serde_json::json!({
-            "data": self.data_hash(), "train": d.train_limit, "test": d.test_limit,
-            "fold": d.fold,
-        });
-        // Added keys enter the hash only when set, so earlier runs keep their names.
-        if d.holdout > 0.0 {
-            key["holdout"] = serde_json::json!([d.holdout, self.seed]);
-        }
-        if let Some(b) = d.label_base {
-            key["label_base"] = serde_json::json!(b);
-        }
-        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
-    }
-
-    /// Hash of what determines the patch store: the unlabeled images, sampling,
-    /// normalisation, seed. Which labelled images are used (limits, fold) is not part
-    /// of it, so runs that only differ there share patches and models.
-    pub fn patches_hash(&self) -> String {
-        let mut key = serde_json::json!({
-            "data": self.data_hash(), "unlabeled_limit": self.data.unlabeled_limit,
-            "patches": self.patches, "seed": self.seed, "chunk": self.train.chunk,
-        });
-        // Held-out images are left out of the patches too.
-        if self.data.holdout > 0.0 {
-            key["holdout"] = serde_json::json!(self.data.holdout);
-        }
-        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
-    }
-
-    /// Hash of what determines the trained model, the iteration limit (L-BFGS) or
-    /// epoch count (SGD, Adam) included: runs asked to train for different lengths
-    /// make different models.
-    pub fn training_hash(&self) -> String {
-        let limit = match self.train.optimizer {
-            Optimizer::Lbfgs => self.train.max_iter,
-            Optimizer::Sgd | Optimizer::Adam => self.train.epochs,
-        };
-        let key = serde_json::json!({ "lineage": self.lineage_hash(), "limit": limit });
-        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
-    }
-
-    /// Hash of the training trajectory: what determines the model except how long it
-    /// trains (and the checkpoint schedule, which changes nothing). Runs that differ
-    /// only in `max_iter` or `epochs` follow the same path, so they share checkpoints:
-    /// a longer run continues from a shorter one's last checkpoint.
-    pub fn lineage_hash(&self) -> String {
-        let mut train = self.train.clone();
-        train.max_iter = 0;
-        train.epochs = 0;
-        train.checkpoint_every = 0;
-        train.checkpoint_seconds = 0.0;
-        let key = serde_json::json!({
-            "patches": self.patches_hash(), "model": self.model, "train": train,
-        });
-        format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
-    }
-
     /// The run folder.
     pub fn run_dir(&self) -> PathBuf {
         self.out_dir.join(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_parse() {
+        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert!(parse_bytes("12 parsecs").is_err());
     }
 }

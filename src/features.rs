@@ -25,8 +25,8 @@ use crate::progress::Progress;
 use crate::sae::{affine, encode, sigmoid_inplace, Network};
 use crate::store::{Kind, StoreWriter};
 
-/// Default patch rows per tile ([`crate::limits`] may lower it): a tile holds this
-/// many patches (at least one image).
+/// Default patch rows per tile (a memory budget may lower it:
+/// [`Encoder::with_tile_rows`]): a tile holds this many patches (at least one image).
 pub const TILE_ROWS: usize = 4096;
 
 /// Rows per record batch of a feature store: the writer holds one batch (and its
@@ -34,7 +34,7 @@ pub const TILE_ROWS: usize = 4096;
 pub const FEATURE_BATCH: usize = 4096;
 
 /// How an image's patch codes become its feature vector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// All codes in grid order (row by row), `positions · H` values.
@@ -101,6 +101,7 @@ pub struct Encoder {
     patch: usize,
     code: usize,
     kind: Code,
+    tile_rows: usize,
 }
 
 impl Encoder {
@@ -112,7 +113,15 @@ impl Encoder {
             patch,
             code: net.arch.code_size(),
             kind: Code::Sigmoid,
+            tile_rows: TILE_ROWS,
         }
+    }
+
+    /// The same encoder with tiles of about `rows` patch rows (at least one image),
+    /// as a memory budget allows.
+    pub fn with_tile_rows(mut self, rows: usize) -> Self {
+        self.tile_rows = rows.max(1);
+        self
     }
 
     /// The same encoder with another code.
@@ -283,7 +292,7 @@ impl Encoder {
         }
         let s = set.shape();
         let npos = grid(s.height, self.patch, step).len() * grid(s.width, self.patch, step).len();
-        let per_tile = (crate::limits::tile_rows() / npos).max(1);
+        let per_tile = (self.tile_rows / npos).max(1);
         let labels = set
             .labels()
             .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;

@@ -13,7 +13,8 @@
 //! 4. [`features`]: fused, tiled encoding of every image at any step, `concat` or
 //!    quadrant `pool`; [`show`] draws filters;
 //! 5. [`classify`]: random forest and logistic regression (smartcore, the study's),
-//!    and [`linear`] softmax / L2-SVM classifiers that scale to wide features;
+//!    and [`linear`] softmax / L2-SVM classifiers that scale to wide features, scored
+//!    by [`metrics`];
 //! 6. [`pipeline`]: the stages chained from one [`config::Config`] into a run folder;
 //!    [`sweep`] runs grids of them, [`results`] tables and [`report`] pages with
 //!    [`plot`]s show what came out.
@@ -36,9 +37,12 @@ pub mod config;
 pub mod dist;
 pub mod error;
 pub mod features;
+pub mod fsio;
 pub mod ingest;
+pub mod layout;
 pub mod limits;
 pub mod linear;
+pub mod metrics;
 pub mod minibatch;
 pub mod mmap;
 pub mod model;
@@ -55,5 +59,6 @@ pub mod sae;
 pub mod show;
 pub mod store;
 pub mod sweep;
+pub mod training;
 
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@
 //! gradient partials, optimiser history, feature matrices) plus a fixed allowance for
 //! the program itself; they are upper bounds, not measurements.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::classify::Classifier;
 use crate::config::Config;
@@ -20,19 +20,6 @@ use crate::sae::objective::{BLOCK, CACHE_BYTES};
 
 /// The program, libraries, mapped pages in flight and small buffers.
 pub const BASE: u64 = 96 << 20;
-
-static CACHE: AtomicUsize = AtomicUsize::new(CACHE_BYTES);
-static TILE: AtomicUsize = AtomicUsize::new(TILE_ROWS);
-
-/// Largest first-layer activation cache the objective may keep, in bytes.
-pub fn cache_bytes() -> usize {
-    CACHE.load(Ordering::Relaxed)
-}
-
-/// Patch rows per encoding tile.
-pub fn tile_rows() -> usize {
-    TILE.load(Ordering::Relaxed)
-}
 
 /// What a run will use, after fitting the budget.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,12 +33,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Makes the plan's cache and tile sizes the ones this process uses.
-    pub fn apply(&self) {
-        CACHE.store(self.cache_bytes, Ordering::Relaxed);
-        TILE.store(self.tile_rows, Ordering::Relaxed);
-    }
-
     /// The largest stage estimate.
     pub fn peak(&self) -> u64 {
         self.stages.iter().map(|s| s.1).max().unwrap_or(0)
@@ -484,32 +465,6 @@ impl Stage {
     }
 }
 
-/// Parses a byte count: `123`, `512M`, `2G`, `1.5GiB` (binary units).
-pub fn parse_bytes(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => {
-            return Err(Error::config(
-                "max_memory",
-                format!("unknown unit in {s:?}"),
-            ))
-        }
-    };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| Error::config("max_memory", format!("{s:?} is not a byte count")))?;
-    Ok((v * scale as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,14 +535,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("below what the program itself needs"), "{e}");
-    }
-
-    #[test]
-    fn byte_counts_parse() {
-        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
-        assert_eq!(parse_bytes("1000").unwrap(), 1000);
-        assert!(parse_bytes("12 parsecs").is_err());
     }
 }

@@ -313,7 +313,7 @@ pub fn fit(
             for &l2 in &l2s {
                 theta = train(loss, xa, ya, classes, l2, theta, p.max_iter)?;
                 let m = LinearModel::from_theta(&theta, classes, d);
-                let acc = crate::classify::score(&m.predict(xv), yv, classes).accuracy;
+                let acc = crate::metrics::score(&m.predict(xv), yv, classes).accuracy;
                 crate::progress::say(format!(
                     "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({held} rows)"
                 ));
@@ -397,7 +397,7 @@ mod tests {
             };
             let f = fit(loss, &mut x, &mut y, 5, &p).unwrap();
             assert_eq!(f.validation.len(), 2);
-            let acc = crate::classify::score(&f.model.predict(xte.view()), &yte, 5).accuracy;
+            let acc = crate::metrics::score(&f.model.predict(xte.view()), &yte, 5).accuracy;
             assert!(acc > 0.85, "{loss:?}: {acc}");
         }
     }

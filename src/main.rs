@@ -1,19 +1,26 @@
-//! The `sae` command line: parses flags and calls one library function per subcommand.
+//! The `sae` command line: parses flags and calls the library, one short function per
+//! subcommand. Flag defaults come from the config types' defaults and flag values pass
+//! the same checks as a config file, so the command line and configs cannot drift.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use sae::config::Config;
+use sae::config::{
+    Config, FeatureConfig, ModelConfig, NormKind, Optimizer, PatchConfig, TrainConfig, DEFAULT_SEED,
+};
 use sae::dist::{Comm, Single};
 use sae::features::{Encoder, Mode};
 use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
 use sae::ingest::{Dataset, Format, OpenOptions};
+use sae::limits::Stage;
 use sae::model::Model;
 use sae::pipeline::encode_shared;
+use sae::sae::Decoder;
 use sae::store::{Kind, Store};
+use sae::training::{train_resumable, TrainJob};
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +38,7 @@ struct Args {
     /// Progress and messages as JSON lines on stderr.
     #[arg(long, global = true)]
     log_json: bool,
-    /// Memory budget (bytes, or 512M, 2G): caches and tiles shrink to fit, and a run
+    /// Memory budget (bytes, or 512M, 2G): caches and tiles shrink to fit, and work
     /// that cannot fit stops before it starts (overrides `max_memory`).
     #[arg(long, global = true)]
     max_memory: Option<String>,
@@ -65,101 +72,18 @@ enum Cmd {
         results: PathBuf,
     },
     /// Write a synthetic labelled dataset in the CIFAR-10 or STL-10 binary layout.
-    Synth {
-        /// Output folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// cifar10 (32x32) or stl10 (96x96).
-        #[arg(long, default_value = "cifar10")]
-        format: String,
-        /// Training images.
-        #[arg(long, default_value_t = 2000)]
-        train: usize,
-        /// Test images.
-        #[arg(long, default_value_t = 1000)]
-        test: usize,
-        /// Unlabeled images (stl10 only).
-        #[arg(long, default_value_t = 0)]
-        unlabeled: usize,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    Synth(SynthArgs),
     /// Sample patches from a dataset's unlabeled images into a normalised patch store.
-    Sample {
-        /// Format of the dataset.
-        #[arg(long)]
-        format: String,
-        /// Dataset folder.
-        #[arg(long)]
-        data: PathBuf,
-        /// Number of patches.
-        #[arg(long, default_value_t = 100_000)]
-        count: usize,
-        /// Patch side.
-        #[arg(long, default_value_t = 8)]
-        size: usize,
-        /// ufldl or zca.
-        #[arg(long, default_value = "ufldl")]
-        norm: String,
-        /// Rows per store batch.
-        #[arg(long, default_value_t = 65_536)]
-        chunk: usize,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Output store (.arrow).
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Sample(SampleArgs),
     /// Train an autoencoder on a patch store.
-    Train {
-        /// The patch store.
-        store: PathBuf,
-        /// Hidden sizes, e.g. 25 or 75,48,75.
-        #[arg(long, default_value = "25")]
-        hidden: String,
-        /// sigmoid or linear.
-        #[arg(long, default_value = "sigmoid")]
-        decoder: String,
-        /// Sparsity target.
-        #[arg(long, default_value_t = 0.01)]
-        rho: f64,
-        /// Weight decay.
-        #[arg(long, default_value_t = 1e-5)]
-        lambda: f64,
-        /// Sparsity weight.
-        #[arg(long, default_value_t = 3.0)]
-        beta: f64,
-        /// lbfgs, sgd or adam.
-        #[arg(long, default_value = "lbfgs")]
-        optimizer: String,
-        /// L-BFGS iterations.
-        #[arg(long, default_value_t = 400)]
-        max_iter: usize,
-        /// Mini-batch epochs.
-        #[arg(long, default_value_t = 1)]
-        epochs: usize,
-        /// Mini-batch rows.
-        #[arg(long, default_value_t = 1024)]
-        batch_size: usize,
-        /// Mini-batch step size.
-        #[arg(long, default_value_t = 1e-3)]
-        learning_rate: f64,
-        /// Seed of the initial weights.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Output model file.
-        #[arg(long, default_value = "model.sae")]
-        out: PathBuf,
-    },
+    Train(TrainArgs),
     /// Compare the analytic gradient with central differences on small networks (f64).
     Gradcheck,
-    /// Describe a dataset: sizes, shapes, pixel order, class counts.
+    /// Describe a dataset: sizes, shapes, pixel order, label base, class counts.
     Info {
-        /// Format: cifar10, stl10, pickle, folder.
-        #[arg(long)]
-        format: String,
+        /// Format of the dataset.
+        #[arg(long, value_enum)]
+        format: Format,
         /// Dataset folder.
         path: PathBuf,
     },
@@ -178,25 +102,120 @@ enum Cmd {
         patches_out: PathBuf,
     },
     /// Encode a dataset's train and test images with a trained model.
-    Encode {
-        /// A model file (model.sae).
-        model: PathBuf,
-        /// Format of the dataset.
-        #[arg(long)]
-        format: String,
-        /// Dataset folder.
-        #[arg(long)]
-        data: PathBuf,
-        /// Grid step.
-        #[arg(long, default_value_t = 8)]
-        step: usize,
-        /// concat or pool.
-        #[arg(long, default_value = "pool")]
-        mode: String,
-        /// Output folder for `<split>.arrow`.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Encode(EncodeArgs),
+}
+
+#[derive(ClapArgs)]
+struct SynthArgs {
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Layout: cifar10 (32x32) or stl10 (96x96).
+    #[arg(long, value_enum, default_value_t = Layout::Cifar10)]
+    format: Layout,
+    /// Training images.
+    #[arg(long, default_value_t = 2000)]
+    train: usize,
+    /// Test images.
+    #[arg(long, default_value_t = 1000)]
+    test: usize,
+    /// Unlabeled images (stl10 only).
+    #[arg(long, default_value_t = 0)]
+    unlabeled: usize,
+    /// Seed.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+}
+
+#[derive(ClapArgs)]
+struct SampleArgs {
+    /// Format of the dataset.
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Dataset folder.
+    #[arg(long)]
+    data: PathBuf,
+    /// Number of patches.
+    #[arg(long, default_value_t = PatchConfig::default().count)]
+    count: usize,
+    /// Patch side.
+    #[arg(long, default_value_t = PatchConfig::default().size)]
+    size: usize,
+    /// Normalisation.
+    #[arg(long, value_enum, default_value_t = PatchConfig::default().norm)]
+    norm: NormKind,
+    /// Rows per store batch.
+    #[arg(long, default_value_t = TrainConfig::default().chunk)]
+    chunk: usize,
+    /// Seed.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+    /// Output store (.arrow).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(ClapArgs)]
+struct TrainArgs {
+    /// The patch store.
+    store: PathBuf,
+    /// Hidden sizes, e.g. 25 or 75,48,75 (default: `model.hidden`'s).
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Output activation.
+    #[arg(long, value_enum, default_value_t = ModelConfig::default().decoder)]
+    decoder: Decoder,
+    /// Sparsity target ρ.
+    #[arg(long, default_value_t = ModelConfig::default().rho)]
+    rho: f64,
+    /// Weight decay λ.
+    #[arg(long, default_value_t = ModelConfig::default().lambda)]
+    lambda: f64,
+    /// Sparsity weight β.
+    #[arg(long, default_value_t = ModelConfig::default().beta)]
+    beta: f64,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().optimizer)]
+    optimizer: Optimizer,
+    /// L-BFGS iterations.
+    #[arg(long, default_value_t = TrainConfig::default().max_iter)]
+    max_iter: usize,
+    /// Mini-batch epochs.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    /// Mini-batch rows.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    batch_size: usize,
+    /// Mini-batch step size.
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
+    learning_rate: f64,
+    /// Seed of the initial weights.
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    seed: u64,
+    /// Output model file.
+    #[arg(long, default_value = "model.sae")]
+    out: PathBuf,
+}
+
+#[derive(ClapArgs)]
+struct EncodeArgs {
+    /// A model file (model.sae).
+    model: PathBuf,
+    /// Format of the dataset.
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Dataset folder.
+    #[arg(long)]
+    data: PathBuf,
+    /// Grid step.
+    #[arg(long, default_value_t = FeatureConfig::default().steps[0])]
+    step: usize,
+    /// Feature mode.
+    #[arg(long, value_enum, default_value_t = FeatureConfig::default().modes[0])]
+    mode: Mode,
+    /// Output folder for `<split>.arrow`.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -237,236 +256,40 @@ fn run() -> anyhow::Result<ExitCode> {
         sae::progress::set_quiet(true);
     }
     let budget = match &args.max_memory {
-        Some(b) => Some(sae::limits::parse_bytes(b)?),
+        Some(b) => Some(sae::config::parse_bytes(b)?),
         None => None,
     };
-    // Subcommands without a config of their own: the flag or no budget.
-    let flag_budget = budget.unwrap_or(0);
     match args.cmd {
         Cmd::Run {
             config,
             out,
             restart,
-        } => cmd_run(config, out, restart, budget, comm),
-        Cmd::Synth {
-            out,
-            format,
-            train,
-            test,
-            unlabeled,
-            seed,
-        } => {
-            let layout = match format.as_str() {
-                "cifar10" => Layout::Cifar10,
-                "stl10" => Layout::Stl10,
-                f => anyhow::bail!("--format {f:?}: expected cifar10 or stl10"),
-            };
-            let spec = SynthSpec {
-                layout,
-                train,
-                test,
-                unlabeled,
-                seed,
-            };
-            write_dataset(&spec, &out)?;
-            println!("wrote {} ({format} layout)", out.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_run(&config, out, restart, budget, comm),
+        Cmd::Sweep { sweep } => cmd_sweep(&sweep, budget, comm),
+        Cmd::Report { results } => cmd_report(&results),
+        Cmd::Synth(a) => cmd_synth(a),
+        Cmd::Sample(a) => cmd_sample(a, budget.unwrap_or(0)),
+        Cmd::Train(a) => cmd_train(a, budget.unwrap_or(0), comm),
         Cmd::Gradcheck => cmd_gradcheck(),
-        Cmd::Sweep { sweep } => {
-            let root = sae::sweep::run_sweep_with(&sweep, comm, budget)?;
-            if !comm.is_root() {
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "results: {} (and .parquet)",
-                root.join("results.csv").display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Report { results } => {
-            let r = sae::report::write_report(&results)?;
-            print!("{}", r.markdown);
-            println!(
-                "report: {} ({} plots)",
-                r.dir.join("index.html").display(),
-                r.plots.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Sample {
-            format,
-            data,
-            count,
-            size,
-            norm,
-            chunk,
-            seed,
-            out,
-        } => {
-            let ds = Dataset::open(format.parse::<Format>()?, &data, &OpenOptions::default())?;
-            let pc: sae::config::PatchConfig = toml::from_str(&format!("norm = \"{norm}\""))
-                .map_err(|_| anyhow::anyhow!("--norm {norm:?}: expected ufldl or zca"))?;
-            let spec = sae::patches::PatchSpec { size, count, seed };
-            let d = spec.dim(ds.unlabeled.shape().channels) as u64;
-            let image_bytes = (ds.unlabeled.len() * ds.unlabeled.shape().pixels()) as u64;
-            let plan = sae::limits::plan_sampling(d, image_bytes, chunk as u64, flag_budget)?;
-            let m = sae::limits::Stage::begin("sample", &plan, flag_budget);
-            let n = sae::pipeline::sample_patches(
-                &ds.unlabeled,
-                &spec,
-                pc.norm_spec(),
-                &out,
-                chunk,
-                &[],
-            )?;
-            m.end();
-            println!("wrote {} ({})", out.display(), n.describe());
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Train {
-            store,
-            hidden,
-            decoder,
-            rho,
-            lambda,
-            beta,
-            optimizer,
-            max_iter,
-            epochs,
-            batch_size,
-            learning_rate,
-            seed,
-            out,
-        } => {
-            let store = Store::open(&store, Kind::Patches)?;
-            let hidden: Vec<usize> = hidden
-                .split(',')
-                .map(|h| h.trim().parse())
-                .collect::<Result<_, _>>()
-                .context("--hidden: expected sizes like 25 or 75,48,75")?;
-            let model: sae::config::ModelConfig = toml::from_str(&format!(
-                "hidden = {hidden:?}\ndecoder = \"{decoder}\"\nrho = {rho:?}\nlambda = {lambda:?}\nbeta = {beta:?}"
-            ))
-            .context("model flags")?;
-            let tc: sae::config::TrainConfig = toml::from_str(&format!(
-                "optimizer = \"{optimizer}\"\nmax_iter = {max_iter}\nepochs = {epochs}\n\
-                 batch_size = {batch_size}\nlearning_rate = {learning_rate:?}"
-            ))
-            .context("--optimizer: expected lbfgs, sgd or adam")?;
-            model.check()?;
-            tc.check()?;
-            let arch =
-                sae::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
-            let sizes: Vec<u64> = arch.sizes.iter().map(|&v| v as u64).collect();
-            let plan = sae::limits::plan_training(
-                &sizes,
-                store.batch_rows(0) as u64,
-                tc.memory as u64,
-                flag_budget,
-            )?;
-            plan.apply();
-            let m = sae::limits::Stage::begin("train", &plan, flag_budget);
-            let loss_csv = out.with_extension("loss.csv");
-            let t = sae::pipeline::train_resumable(
-                &store,
-                arch,
-                model.penalty(),
-                &tc,
-                seed,
-                &loss_csv,
-                None,
-                comm,
-            )?;
-            m.end();
-            if !comm.is_root() {
-                return Ok(ExitCode::SUCCESS);
-            }
-            t.model.save(&out)?;
-            println!(
-                "wrote {} (loss {:.6}, {})",
-                out.display(),
-                t.model.header.loss,
-                t.stop
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Info { format, path } => cmd_info(&format, &path),
+        Cmd::Info { format, path } => cmd_info(format, &path),
         Cmd::Show {
             model,
             out,
             patches,
             patches_out,
-        } => {
-            let m = Model::load(&model)?;
-            sae::show::grid_png(m.net.weight(0), m.header.patch, m.header.channels, &out)?;
-            println!("wrote {}", out.display());
-            if let Some(p) = patches {
-                let store = Store::open(&p, Kind::Patches)?;
-                let b = store.batch(0)?;
-                let v = b.values();
-                let n = v.nrows().min(100);
-                sae::show::grid_png(
-                    v.slice(ndarray::s![..n, ..]),
-                    m.header.patch,
-                    m.header.channels,
-                    &patches_out,
-                )?;
-                println!("wrote {}", patches_out.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Encode {
-            model,
-            format,
-            data,
-            step,
-            mode,
-            out,
-        } => {
-            let m = Model::load(&model)?;
-            let mode = match mode.as_str() {
-                "pool" => Mode::Pool,
-                "concat" => Mode::Concat,
-                other => anyhow::bail!("--mode {other:?}: expected pool or concat"),
-            };
-            let ds = Dataset::open(format.parse::<Format>()?, &data, &OpenOptions::default())?;
-            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-            let enc = Encoder::new(&m.net, m.header.norm.clone(), m.header.patch);
-            let d = (m.header.channels * m.header.patch * m.header.patch) as u64;
-            let plan = sae::limits::plan_encoding(
-                d,
-                enc.code_width() as u64,
-                ds.train.shape(),
-                m.header.patch,
-                step,
-                enc.feature_dim(ds.train.shape(), step, mode) as u64,
-                flag_budget,
-            )?;
-            plan.apply();
-            for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
-                let path = out.join(format!("{split}.arrow"));
-                let label = format!("encode {split}");
-                let stage = sae::limits::Stage::begin("encode", &plan, flag_budget);
-                let n = encode_shared(&enc, set, step, mode, &path, &label, comm)?;
-                stage.end();
-                if comm.is_root() {
-                    println!("wrote {} ({n} images)", path.display());
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_show(&model, &out, patches.as_deref(), &patches_out),
+        Cmd::Encode(a) => cmd_encode(a, budget.unwrap_or(0), comm),
     }
 }
 
 fn cmd_run(
-    config: PathBuf,
+    config: &Path,
     out: Option<PathBuf>,
     restart: bool,
     max_memory: Option<u64>,
     comm: &dyn Comm,
 ) -> anyhow::Result<ExitCode> {
-    let mut cfg = Config::load(&config)?;
+    let mut cfg = Config::load(config)?;
     if let Some(o) = out {
         cfg.out_dir = o;
     }
@@ -494,6 +317,170 @@ fn cmd_run(
     Ok(ExitCode::SUCCESS)
 }
 
+fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
+    let root = sae::sweep::run_sweep_with(sweep, comm, budget)?;
+    if comm.is_root() {
+        println!(
+            "results: {} (and .parquet)",
+            root.join("results.csv").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_report(results: &Path) -> anyhow::Result<ExitCode> {
+    let r = sae::report::write_report(results)?;
+    print!("{}", r.markdown);
+    println!(
+        "report: {} ({} plots)",
+        r.dir.join("index.html").display(),
+        r.plots.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    let spec = SynthSpec {
+        layout: a.format,
+        train: a.train,
+        test: a.test,
+        unlabeled: a.unlabeled,
+        seed: a.seed,
+    };
+    write_dataset(&spec, &a.out)?;
+    let name = clap::ValueEnum::to_possible_value(&a.format).map(|v| v.get_name().to_string());
+    println!(
+        "wrote {} ({} layout)",
+        a.out.display(),
+        name.unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_sample(a: SampleArgs, budget: u64) -> anyhow::Result<ExitCode> {
+    let pc = PatchConfig {
+        count: a.count,
+        size: a.size,
+        norm: a.norm,
+        ..PatchConfig::default()
+    };
+    pc.check()?;
+    let ds = Dataset::open(a.format, &a.data, &OpenOptions::default())?;
+    let spec = sae::patches::PatchSpec {
+        size: pc.size,
+        count: pc.count,
+        seed: a.seed,
+    };
+    let d = spec.dim(ds.unlabeled.shape().channels) as u64;
+    let image_bytes = (ds.unlabeled.len() * ds.unlabeled.shape().pixels()) as u64;
+    let plan = sae::limits::plan_sampling(d, image_bytes, a.chunk as u64, budget)?;
+    let m = Stage::begin("sample", &plan, budget);
+    let n =
+        sae::patches::sample_patches(&ds.unlabeled, &spec, pc.norm_spec(), &a.out, a.chunk, "")?;
+    m.end();
+    println!("wrote {} ({})", a.out.display(), n.describe());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_train(a: TrainArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
+    let model = ModelConfig {
+        hidden: a.hidden.unwrap_or_else(|| ModelConfig::default().hidden),
+        decoder: a.decoder,
+        rho: a.rho,
+        lambda: a.lambda,
+        beta: a.beta,
+        ..ModelConfig::default()
+    };
+    model.check()?;
+    let tc = TrainConfig {
+        optimizer: a.optimizer,
+        max_iter: a.max_iter,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        ..TrainConfig::default()
+    };
+    tc.check()?;
+    let store = Store::open(&a.store, Kind::Patches)?;
+    let arch = sae::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
+    let sizes: Vec<u64> = arch.sizes.iter().map(|&v| v as u64).collect();
+    let plan =
+        sae::limits::plan_training(&sizes, store.batch_rows(0) as u64, tc.memory as u64, budget)?;
+    let job = TrainJob::new(arch, model.penalty(), tc, a.seed).with_cache_bytes(plan.cache_bytes);
+    let m = Stage::begin("train", &plan, budget);
+    let loss_csv = a.out.with_extension("loss.csv");
+    let t = train_resumable(&store, &job, &loss_csv, None, comm)?;
+    m.end();
+    if comm.is_root() {
+        t.model.save(&a.out)?;
+        println!(
+            "wrote {} (loss {:.6}, {})",
+            a.out.display(),
+            t.model.header.loss,
+            t.stop
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_show(
+    model: &Path,
+    out: &Path,
+    patches: Option<&Path>,
+    patches_out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let m = Model::load(model)?;
+    sae::show::grid_png(m.net.weight(0), m.header.patch, m.header.channels, out)?;
+    println!("wrote {}", out.display());
+    if let Some(p) = patches {
+        let store = Store::open(p, Kind::Patches)?;
+        let b = store.batch(0)?;
+        let v = b.values();
+        let n = v.nrows().min(100);
+        sae::show::grid_png(
+            v.slice(ndarray::s![..n, ..]),
+            m.header.patch,
+            m.header.channels,
+            patches_out,
+        )?;
+        println!("wrote {}", patches_out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
+    if a.step == 0 {
+        return Err(sae::Error::config("features.steps", "steps must be at least 1").into());
+    }
+    let m = Model::load(&a.model)?;
+    let ds = Dataset::open(a.format, &a.data, &OpenOptions::default())?;
+    std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
+    let enc = Encoder::new(&m.net, m.header.norm.clone(), m.header.patch);
+    let d = (m.header.channels * m.header.patch * m.header.patch) as u64;
+    let shape = ds.train.shape();
+    let plan = sae::limits::plan_encoding(
+        d,
+        enc.code_width() as u64,
+        shape,
+        m.header.patch,
+        a.step,
+        enc.feature_dim(shape, a.step, a.mode) as u64,
+        budget,
+    )?;
+    let enc = enc.with_tile_rows(plan.tile_rows);
+    for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
+        let path = a.out.join(format!("{split}.arrow"));
+        let label = format!("encode {split}");
+        let stage = Stage::begin("encode", &plan, budget);
+        let n = encode_shared(&enc, set, a.step, a.mode, &path, &label, comm)?;
+        stage.end();
+        if comm.is_root() {
+            println!("wrote {} ({n} images)", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_gradcheck() -> anyhow::Result<ExitCode> {
     let results = sae::sae::gradcheck::standard()?;
     let mut worst: f64 = 0.0;
@@ -509,8 +496,8 @@ fn cmd_gradcheck() -> anyhow::Result<ExitCode> {
     })
 }
 
-fn cmd_info(format: &str, path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let ds = Dataset::open(format.parse::<Format>()?, path, &OpenOptions::default())?;
+fn cmd_info(format: Format, path: &Path) -> anyhow::Result<ExitCode> {
+    let ds = Dataset::open(format, path, &OpenOptions::default())?;
     for n in &ds.notes {
         println!("note: {n}");
     }

@@ -5,7 +5,6 @@
 //! header, the parameters as f32 LE, and a CRC-32 of everything before it. Written to
 //! a temporary file, synced, then renamed, so a crash never leaves a torn model.
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -65,7 +64,7 @@ impl Model {
         }
         let crc = crc32fast::hash(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
-        write_atomic(path, &buf)
+        crate::fsio::write_atomic(path, &buf)
     }
 
     /// Loads from `path`, checking magic, version, sizes and checksum.
@@ -157,29 +156,4 @@ fn check_header(h: &Header, param_bytes: usize) -> std::result::Result<(), Strin
         Some(b) if b == param_bytes => Ok(()),
         _ => Err("parameter block does not match the architecture".into()),
     }
-}
-
-/// Writes `bytes` to `path` through a synced temporary file and a rename, then syncs
-/// the folder: the rename itself is durable only once the folder's entry is on disk,
-/// and a checkpoint index must never point at a body a power cut could take back.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-        f.write_all(bytes).map_err(Error::io(&tmp))?;
-        f.sync_all().map_err(Error::io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
-    sync_dir(path)
-}
-
-/// Syncs the folder that holds `path`.
-pub fn sync_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
 }

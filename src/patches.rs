@@ -1,5 +1,5 @@
-//! Patch sampling: seeded random patches from the unlabeled images, and the grid of
-//! patches an image is encoded from.
+//! Patch sampling: seeded random patches from the unlabeled images, normalised into a
+//! patch store ([`sample_patches`]), and the grid of patches an image is encoded from.
 //!
 //! A patch is a vector of `c * p * p` values in [0, 1], channel-planar and row-major
 //! (`i = c*p*p + r*p + col`). Sampled positions come from a random stream per chunk
@@ -7,13 +7,18 @@
 //! normaliser is fitted in one pass and the store written in a second without keeping
 //! positions or patches in memory.
 
-use ndarray::Array2;
+use std::path::Path;
+
+use ndarray::{Array2, Axis};
 use rand::RngExt;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ingest::{ImageSet, Shape};
+use crate::preprocess::{Fitter, NormSpec, Normaliser};
+use crate::progress::Progress;
 use crate::rng::{stream, Stream};
+use crate::store::{Kind, PatchMeta, StoreWriter};
 
 /// Patches per sampling chunk.
 pub const SAMPLE_CHUNK: usize = 16_384;
@@ -122,6 +127,60 @@ pub fn extract(hwc: &[u8], s: Shape, p: usize, y: usize, x: usize, out: &mut [f3
             }
         }
     }
+}
+
+/// Samples patches from `images`, fits the normalisation on them, and writes the
+/// normalised patches to a store at `path` in batches of `batch_rows`, recording the
+/// config hash `config` (empty outside a run). Two passes over regenerated chunks, so
+/// memory is one chunk whatever the number of patches.
+pub fn sample_patches(
+    images: &ImageSet,
+    spec: &PatchSpec,
+    norm: NormSpec,
+    path: &Path,
+    batch_rows: usize,
+    config: &str,
+) -> Result<Normaliser> {
+    let shape = images.shape();
+    spec.check(shape)?;
+    let dim = spec.dim(shape.channels);
+    let mut fitter = Fitter::new(norm, dim);
+    let mut prog = Progress::new("patches (fit normalisation)", spec.count, "patches");
+    for c in 0..spec.chunks() {
+        let (raw, _) = sample_chunk(images, spec, c);
+        images.release();
+        fitter.add(raw.view());
+        prog.inc(raw.nrows());
+    }
+    prog.finish();
+    let normaliser = fitter.finish()?;
+    let meta = PatchMeta {
+        patch: spec.size,
+        channels: shape.channels,
+        seed: Some(spec.seed),
+        norm: normaliser.clone(),
+        config: config.to_string(),
+    };
+    let mut w = StoreWriter::create(path, Kind::Patches, dim, batch_rows, &meta.entries())?;
+    let mut prog = Progress::new("patches (write store)", spec.count, "patches");
+    for c in 0..spec.chunks() {
+        let (raw, origins) = sample_chunk(images, spec, c);
+        images.release();
+        let n = raw.nrows();
+        let x = normaliser.apply(raw);
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Numeric(format!(
+                "normalised patches of chunk {c} are not finite"
+            )));
+        }
+        for (row, o) in x.axis_iter(Axis(0)).zip(&origins) {
+            w.push(row.as_slice().expect("contiguous"), &[o.image, o.x, o.y])?;
+        }
+        prog.inc(n);
+    }
+    prog.finish();
+    w.finish()?;
+    Ok(normaliser)
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ impl Figure {
     /// Writes `<stem>.svg` and `<stem>.png`.
     pub fn save(&self, stem: &Path) -> Result<()> {
         let svg = stem.with_extension("svg");
-        crate::model::write_atomic(&svg, self.svg().as_bytes())?;
+        crate::fsio::write_atomic(&svg, self.svg().as_bytes())?;
         let mut img = Png(image::RgbImage::from_pixel(
             W as u32,
             H as u32,

@@ -266,7 +266,7 @@ fn html(title: &str, md: &str, plots: &[String]) -> String {
 /// sweep folder holding one) into `<folder>/report/`.
 pub fn write_report(table: &Path) -> Result<Report> {
     let path = if table.is_dir() {
-        table.join("results.parquet")
+        table.join(crate::layout::RESULTS_PARQUET)
     } else {
         table.to_path_buf()
     };
@@ -291,8 +291,8 @@ pub fn write_report(table: &Path) -> Result<Report> {
     for p in &plots {
         let _ = writeln!(doc, "![{p}]({p}.svg)\n");
     }
-    crate::model::write_atomic(&dir.join("report.md"), doc.as_bytes())?;
-    crate::model::write_atomic(
+    crate::fsio::write_atomic(&dir.join("report.md"), doc.as_bytes())?;
+    crate::fsio::write_atomic(
         &dir.join("index.html"),
         html(&title, &md, &plots).as_bytes(),
     )?;

@@ -122,7 +122,10 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
 /// Writes `<dir>/results.parquet` and `<dir>/results.csv`, each atomically.
 pub fn write(dir: &Path, records: &[Record]) -> Result<()> {
     let mut df = frame(records)?;
-    for (name, parquet) in [("results.parquet", true), ("results.csv", false)] {
+    for (name, parquet) in [
+        (crate::layout::RESULTS_PARQUET, true),
+        (crate::layout::RESULTS_CSV, false),
+    ] {
         let path = dir.join(name);
         let mut buf = Vec::new();
         if parquet {
@@ -134,7 +137,7 @@ pub fn write(dir: &Path, records: &[Record]) -> Result<()> {
                 .finish(&mut df)
                 .map_err(polars_err(&path))?;
         }
-        crate::model::write_atomic(&path, &buf)?;
+        crate::fsio::write_atomic(&path, &buf)?;
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ use arrow_schema::{DataType, Field, Schema};
 use ndarray::{ArrayView2, Axis};
 
 use crate::error::{Error, Result};
+use crate::preprocess::Normaliser;
 
 /// Version of the store layout; bumped on incompatible change.
 pub const FORMAT_VERSION: &str = "1";
@@ -197,8 +198,77 @@ impl StoreWriter {
             .map_err(|e| Error::bad(&self.tmp, format!("write failed: {}", e.error())))?;
         file.sync_all().map_err(Error::io(&self.tmp))?;
         std::fs::rename(&self.tmp, &self.path).map_err(Error::io(&self.path))?;
-        crate::model::sync_dir(&self.path)?;
+        crate::fsio::sync_dir(&self.path)?;
         Ok(self.rows)
+    }
+}
+
+/// What a patch store records about how its rows were made, so that training and
+/// encoding apply exactly what sampling did. Kept in the store's schema metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatchMeta {
+    /// Patch side.
+    pub patch: usize,
+    /// Channels per pixel.
+    pub channels: usize,
+    /// Seed of the patch positions (not recorded by stores written by other tools).
+    pub seed: Option<u64>,
+    /// Normalisation fitted on the patches.
+    pub norm: Normaliser,
+    /// Hash of the config that made the store (empty outside a run): a run reuses a
+    /// store only when it matches.
+    pub config: String,
+}
+
+impl PatchMeta {
+    const PATCH: &'static str = "sae.patch";
+    const CHANNELS: &'static str = "sae.channels";
+    const SEED: &'static str = "sae.seed";
+    const NORM: &'static str = "sae.norm";
+    const CONFIG: &'static str = "sae.config";
+
+    /// The metadata entries to write.
+    pub fn entries(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert(Self::PATCH.into(), self.patch.to_string());
+        m.insert(Self::CHANNELS.into(), self.channels.to_string());
+        if let Some(s) = self.seed {
+            m.insert(Self::SEED.into(), s.to_string());
+        }
+        m.insert(
+            Self::NORM.into(),
+            serde_json::to_string(&self.norm).expect("normaliser serialises"),
+        );
+        if !self.config.is_empty() {
+            m.insert(Self::CONFIG.into(), self.config.clone());
+        }
+        m
+    }
+
+    /// Reads the metadata of `store`, naming the store and the key on error.
+    pub fn of(store: &Store) -> Result<PatchMeta> {
+        let get = |k: &str| {
+            store
+                .meta(k)
+                .ok_or_else(|| Error::bad(store.path(), format!("missing metadata {k}")))
+        };
+        let num = |k: &str| -> Result<u64> {
+            get(k)?
+                .parse()
+                .map_err(|_| Error::bad(store.path(), format!("bad {k}")))
+        };
+        let norm = serde_json::from_str(get(Self::NORM)?)
+            .map_err(|e| Error::bad(store.path(), format!("bad {}: {e}", Self::NORM)))?;
+        Ok(PatchMeta {
+            patch: num(Self::PATCH)? as usize,
+            channels: num(Self::CHANNELS)? as usize,
+            seed: match store.meta(Self::SEED) {
+                Some(_) => Some(num(Self::SEED)?),
+                None => None,
+            },
+            norm,
+            config: store.meta(Self::CONFIG).unwrap_or_default().to_string(),
+        })
     }
 }
 

@@ -195,7 +195,7 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
     let n = runs.len();
     let mut groups: Vec<String> = Vec::new();
     for r in &runs {
-        let h = r.config.patches_hash();
+        let h = crate::layout::Hashes::of(&r.config).patches;
         if !groups.contains(&h) {
             groups.push(h);
         }
@@ -203,12 +203,12 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
     for (k, r) in runs.iter().enumerate() {
         let g = groups
             .iter()
-            .position(|h| *h == r.config.patches_hash())
+            .position(|h| *h == crate::layout::Hashes::of(&r.config).patches)
             .expect("every run has a group");
         if g % comm.size() != comm.rank() {
             continue;
         }
-        let done = r.config.run_dir().join("done.json");
+        let done = r.config.run_dir().join(crate::layout::DONE);
         if done.exists() {
             say(format!(
                 "sweep: run {}/{n} {} already done",
@@ -229,7 +229,7 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
             peak_rss_kb: crate::limits::peak_rss_kb(),
         };
         let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
-        crate::model::write_atomic(&dir.join("done.json"), &json)?;
+        crate::fsio::write_atomic(&dir.join(crate::layout::DONE), &json)?;
     }
     comm.barrier();
     if comm.is_root() {
@@ -244,14 +244,14 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
     let mut all = Vec::new();
     for r in runs {
         let dir = r.config.run_dir();
-        let done = dir.join("done.json");
+        let done = dir.join(crate::layout::DONE);
         let Ok(text) = std::fs::read(&done) else {
             continue;
         };
         let rec: RunRecord = serde_json::from_slice(&text)
             .map_err(|e| Error::bad(&done, format!("unreadable: {e}")))?;
         let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
-        for mut row in crate::results::read(&dir.join("results.parquet"))? {
+        for mut row in crate::results::read(&dir.join(crate::layout::RESULTS_PARQUET))? {
             row.run = rec.name.clone();
             row.grid = rec.values.clone();
             row.loss_csv = rel.join(&row.loss_csv).display().to_string();

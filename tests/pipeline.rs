@@ -217,13 +217,13 @@ fn minibatch_training_reduces_the_loss() {
         seed: 1,
     };
     let store_path = d.path().join("p.arrow");
-    sae::pipeline::sample_patches(
+    sae::patches::sample_patches(
         &ds.unlabeled,
         &spec,
         sae::preprocess::NormSpec::Ufldl,
         &store_path,
         1000,
-        &[],
+        "",
     )
     .unwrap();
     let store = sae::store::Store::open(&store_path, sae::store::Kind::Patches).unwrap();
@@ -242,8 +242,8 @@ fn minibatch_training_reduces_the_loss() {
             if opt == "adam" { 0.01 } else { 0.1 }
         ))
         .unwrap();
-        let t = sae::pipeline::train(&store, arch.clone(), pen, &tc, 1, &d.path().join("l.csv"))
-            .unwrap();
+        let job = sae::training::TrainJob::new(arch.clone(), pen, tc, 1);
+        let t = sae::training::train(&store, &job, &d.path().join("l.csv")).unwrap();
         assert!(
             t.model.header.loss < 0.5 * start.total,
             "{opt}: {} vs {}",

@@ -155,7 +155,9 @@ fn second_process_on_a_run_folder_is_refused() {
     // for as long as the second process needs.
     let db = d.path().join("busy/checkpoint.sled");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let held = sae::checkpoint::Checkpoints::open(&db, &config.lineage_hash(), false).unwrap();
+    let held =
+        sae::checkpoint::Checkpoints::open(&db, &sae::layout::Hashes::of(&config).lineage, false)
+            .unwrap();
     let (ok, _, err) = run_bin(&["-q", "run", cfg.to_str().unwrap()], d.path());
     assert!(
         !ok && err.contains("in use by another sae process"),

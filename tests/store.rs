@@ -233,7 +233,8 @@ fn store_of_another_patch_size_is_refused_by_training() {
         rho: 0.05,
     };
     let tc = sae::config::TrainConfig::default();
-    let e = sae::pipeline::train(&store, arch, pen, &tc, 1, &d.path().join("l.csv"))
+    let job = sae::training::TrainJob::new(arch, pen, tc, 1);
+    let e = sae::training::train(&store, &job, &d.path().join("l.csv"))
         .err()
         .unwrap()
         .to_string();

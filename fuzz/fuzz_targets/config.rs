@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(c) = sae::config::Config::parse(std::path::Path::new("fuzz.toml"), text) {
         // Everything a run derives from an accepted config before doing work.
-        std::hint::black_box((c.data_hash(), c.training_hash(), c.run_dir()));
+        std::hint::black_box((sae::layout::RunLayout::of(&c), c.run_dir()));
         std::hint::black_box((
             c.train.lbfgs(),
             c.train.minibatch(),

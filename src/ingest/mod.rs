@@ -290,7 +290,7 @@ impl ImageSet {
 }
 
 /// The dataset formats `sae` reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// CIFAR-10 binary batches.

@@ -96,7 +96,7 @@ pub fn resized(set: &ImageSet, side: usize, path: &Path) -> Result<ImageSet> {
             .map_err(|e| Error::io(&tmp)(e.into_error()))?;
         f.sync_all().map_err(Error::io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(Error::io(path))?;
-        crate::model::sync_dir(path)?;
+        crate::fsio::sync_dir(path)?;
     }
     let source = Arc::new(Source::map(path)?);
     let part = Part::new(source, 0, t.pixels(), set.len());

@@ -32,7 +32,9 @@ const PALETTE: [[f64; 3]; CLASSES] = [
 ];
 
 /// Which layout to write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
     /// `data_batch_*.bin` + `test_batch.bin`, 32x32.

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::rng::{stream, uniform, Stream};
 
 /// Output activation of the decoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Decoder {
     /// Sigmoid output: inputs must lie in (0, 1), as after the study's scaling.

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::store::Rows;
 
 /// Default largest first-layer activation cache kept between the two passes of an
-/// evaluation ([`crate::limits`] may lower it). Bounded, so memory stays independent
+/// evaluation (a memory budget may lower it: [`Objective::with_cache_bytes`]). Bounded, so memory stays independent
 /// of the store size: big stores just recompute.
 pub const CACHE_BYTES: usize = 256 << 20;
 
@@ -61,6 +61,7 @@ pub struct Objective<'a> {
     data: &'a dyn Rows,
     block: usize,
     comm: &'a dyn Comm,
+    cache_bytes: usize,
 }
 
 struct Partial {
@@ -83,7 +84,15 @@ impl<'a> Objective<'a> {
             data,
             block: BLOCK,
             comm: &Single,
+            cache_bytes: CACHE_BYTES,
         }
+    }
+
+    /// Keeps first-layer activations between the two passes only when they fit
+    /// `bytes` (the memory budget's share; [`CACHE_BYTES`] by default).
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
     }
 
     /// Sums over the rows of every rank of `comm`: `data` is this rank's shard, and
@@ -111,8 +120,7 @@ impl<'a> Objective<'a> {
     ) -> Result<(Array1<f64>, Option<ActivationCache<F>>)> {
         let s = self.arch.sparse;
         let keep = s == 1
-            && self.data.rows() * self.arch.sizes[1] * std::mem::size_of::<F>()
-                <= crate::limits::cache_bytes();
+            && self.data.rows() * self.arch.sizes[1] * std::mem::size_of::<F>() <= self.cache_bytes;
         let mut cache = Vec::new();
         let mut sum = Array1::<f64>::zeros(self.arch.sizes[s]);
         self.data.for_each_chunk(&mut |chunk| {

@@ -1,0 +1,205 @@
+//! Where a run's files live, and the hashes that name what runs share. A run folder
+//! holds what is the run's own; with `cache_dir` set (sweeps) the artefacts that other
+//! runs can reuse go to the cache under names carrying the hash of what determines
+//! them:
+//!
+//! ```text
+//! runs/<name>/config.toml            the config as run
+//!             patches.arrow          normalised training patches (+ image, x, y)
+//!             model.sae              network + normalisation
+//!             checkpoint.sled/       training checkpoints
+//!             loss.csv               training trace
+//!             filters.png patches.png
+//!             features/<labelled>/<set>-{train,test}.arrow
+//!             results.csv, .parquet  accuracy per feature set and classifier
+//!             confusion/<set>-<classifier>.csv
+//!             done.json              a finished sweep run
+//! <cache>/patches-<patches>.arrow, model-<training>.sae, model-<training>.loss.csv,
+//!         checkpoints-<lineage>.sled/, features-<training>-<labelled>/,
+//!         data-<patches>/ (synthetic images), images-<data>/ (resized copies)
+//! ```
+
+use std::path::PathBuf;
+
+use crate::config::{Config, Optimizer};
+
+/// The config as run.
+pub const CONFIG: &str = "config.toml";
+/// The result table, CSV.
+pub const RESULTS_CSV: &str = "results.csv";
+/// The result table, Parquet.
+pub const RESULTS_PARQUET: &str = "results.parquet";
+/// Marks a finished sweep run.
+pub const DONE: &str = "done.json";
+/// The training trace.
+pub const LOSS: &str = "loss.csv";
+
+fn hash(key: &serde_json::Value) -> String {
+    format!("{:08x}", crc32fast::hash(key.to_string().as_bytes()))
+}
+
+/// The hashes of what determines each shared artefact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hashes {
+    /// The images before any selection: the source and size.
+    pub data: String,
+    /// Which labelled images are used and how they are labelled: the source, limits,
+    /// fold, held-out fraction and label base.
+    pub labelled: String,
+    /// The patch store: the unlabeled images, sampling, normalisation, seed. Which
+    /// labelled images are used (limits, fold) is not part of it, so runs that only
+    /// differ there share patches and models.
+    pub patches: String,
+    /// The training trajectory: what determines the model except how long it trains
+    /// (and the checkpoint schedule, which changes nothing). Runs that differ only in
+    /// `max_iter` or `epochs` follow the same path and share checkpoints: a longer run
+    /// continues from a shorter one's last checkpoint.
+    pub lineage: String,
+    /// The trained model, the iteration limit (L-BFGS) or epoch count (SGD, Adam)
+    /// included: runs asked to train for different lengths make different models.
+    pub training: String,
+}
+
+impl Hashes {
+    /// The hashes of `cfg`.
+    pub fn of(cfg: &Config) -> Hashes {
+        let d = &cfg.data;
+        let data = hash(&serde_json::json!({
+            "synth": cfg.synth, "seed": cfg.synth.as_ref().map(|_| cfg.seed),
+            "format": d.format, "path": d.path, "order": d.pixel_order, "resize": d.resize,
+        }));
+        let mut key = serde_json::json!({
+            "data": data, "train": d.train_limit, "test": d.test_limit, "fold": d.fold,
+        });
+        // Added keys enter the hash only when set, so earlier runs keep their names.
+        if d.holdout > 0.0 {
+            key["holdout"] = serde_json::json!([d.holdout, cfg.seed]);
+        }
+        if let Some(b) = d.label_base {
+            key["label_base"] = serde_json::json!(b);
+        }
+        let labelled = hash(&key);
+        let mut key = serde_json::json!({
+            "data": data, "unlabeled_limit": d.unlabeled_limit,
+            "patches": cfg.patches, "seed": cfg.seed, "chunk": cfg.train.chunk,
+        });
+        // Held-out images are left out of the patches too.
+        if d.holdout > 0.0 {
+            key["holdout"] = serde_json::json!(d.holdout);
+        }
+        let patches = hash(&key);
+        let mut train = cfg.train.clone();
+        train.max_iter = 0;
+        train.epochs = 0;
+        train.checkpoint_every = 0;
+        train.checkpoint_seconds = 0.0;
+        let lineage = hash(&serde_json::json!({
+            "patches": patches, "model": cfg.model, "train": train,
+        }));
+        let limit = match cfg.train.optimizer {
+            Optimizer::Lbfgs => cfg.train.max_iter,
+            Optimizer::Sgd | Optimizer::Adam => cfg.train.epochs,
+        };
+        let training = hash(&serde_json::json!({ "lineage": lineage, "limit": limit }));
+        Hashes {
+            data,
+            labelled,
+            patches,
+            lineage,
+            training,
+        }
+    }
+}
+
+/// Every file of one run, in its folder or in the shared cache.
+#[derive(Clone, Debug)]
+pub struct RunLayout {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// What names the shared artefacts.
+    pub hashes: Hashes,
+    /// Synthetic data folder.
+    pub data: PathBuf,
+    /// Resized images (with `data.resize`).
+    pub images: PathBuf,
+    /// Patch store.
+    pub store: PathBuf,
+    /// Model file.
+    pub model: PathBuf,
+    /// Loss trace of the training that made the model.
+    pub loss: PathBuf,
+    /// Checkpoint database.
+    pub checkpoints: PathBuf,
+    /// Feature files.
+    pub features: PathBuf,
+}
+
+impl RunLayout {
+    /// The layout of `cfg`.
+    pub fn of(cfg: &Config) -> RunLayout {
+        let dir = cfg.run_dir();
+        let hashes = Hashes::of(cfg);
+        let h = &hashes;
+        let (data, images, store, model, loss, checkpoints, features) = match &cfg.cache_dir {
+            None => (
+                dir.join("data"),
+                dir.join("images"),
+                dir.join("patches.arrow"),
+                dir.join("model.sae"),
+                dir.join(LOSS),
+                dir.join("checkpoint.sled"),
+                dir.join("features").join(&h.labelled),
+            ),
+            Some(c) => (
+                c.join(format!("data-{}", h.patches)),
+                c.join(format!("images-{}", h.data)),
+                c.join(format!("patches-{}.arrow", h.patches)),
+                c.join(format!("model-{}.sae", h.training)),
+                c.join(format!("model-{}.loss.csv", h.training)),
+                c.join(format!("checkpoints-{}.sled", h.lineage)),
+                c.join(format!("features-{}-{}", h.training, h.labelled)),
+            ),
+        };
+        RunLayout {
+            dir,
+            hashes,
+            data,
+            images,
+            store,
+            model,
+            loss,
+            checkpoints,
+            features,
+        }
+    }
+
+    /// A file in the run folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The confusion-matrix folder.
+    pub fn confusion_dir(&self) -> PathBuf {
+        self.dir.join("confusion")
+    }
+
+    /// The confusion matrix of feature set `set` under `classifier`.
+    pub fn confusion(&self, set: &str, classifier: &str) -> PathBuf {
+        self.confusion_dir().join(format!("{set}-{classifier}.csv"))
+    }
+
+    /// The feature file of `set` for `split` (train or test).
+    pub fn feature(&self, set: &str, split: &str) -> PathBuf {
+        self.features.join(format!("{set}-{split}.arrow"))
+    }
+
+    /// The picture of the first-layer filters.
+    pub fn filters_png(&self) -> PathBuf {
+        self.dir.join("filters.png")
+    }
+
+    /// The picture of sample patches.
+    pub fn patches_png(&self) -> PathBuf {
+        self.dir.join("patches.png")
+    }
+}
