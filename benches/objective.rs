@@ -3,9 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ndarray::Array2;
-use sae::sae::objective::{Objective, Penalty};
-use sae::sae::{Architecture, Decoder};
-use sae::store::MemoryRows;
+use sae::data::store::MemoryRows;
+use sae::learn::sae::objective::{Objective, Penalty};
+use sae::learn::sae::{Architecture, Decoder};
 
 fn objective(c: &mut Criterion) {
     let m = 16_384;

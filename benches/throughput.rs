@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
-use sae::features::{Encoder, Mode};
-use sae::ingest::{ImageSet, Part, PixelOrder, Shape, Source};
-use sae::preprocess::Normaliser;
-use sae::sae::objective::{Objective, Penalty, BLOCK};
-use sae::sae::{Architecture, Decoder, Network};
-use sae::store::MemoryRows;
+use sae::data::ingest::{ImageSet, Part, PixelOrder, Shape, Source};
+use sae::data::preprocess::Normaliser;
+use sae::data::store::MemoryRows;
+use sae::encode::{Encoder, Mode};
+use sae::learn::sae::objective::{Objective, Penalty, BLOCK};
+use sae::learn::sae::{Architecture, Decoder, Network};
 
 fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
     (0..reps)
@@ -71,9 +71,12 @@ fn linear(quick: bool) {
         .collect();
     let threads = rayon::current_num_threads();
     let peak = gemm_peak(&x, c, 3);
-    for loss in [sae::linear::Loss::Softmax, sae::linear::Loss::SquaredHinge] {
+    for loss in [
+        sae::evaluate::linear::Loss::Softmax,
+        sae::evaluate::linear::Loss::SquaredHinge,
+    ] {
         let t = best_of(3, || {
-            std::hint::black_box(sae::linear::objective::<f32>(
+            std::hint::black_box(sae::evaluate::linear::objective::<f32>(
                 loss,
                 x.view(),
                 &y,
@@ -140,7 +143,7 @@ fn main() {
         });
         // GEMMs of 2·m·192·H flops: ρ̂ pass, two forward, three backward; the second
         // pass reuses the first layer's activations when they fit the cache.
-        let gemms = if m * h * 4 <= sae::sae::objective::CACHE_BYTES {
+        let gemms = if m * h * 4 <= sae::learn::sae::objective::CACHE_BYTES {
             5.0
         } else {
             6.0
@@ -177,8 +180,8 @@ fn main() {
         let net = Network::from_theta(arch.clone(), &arch.init(1));
         let enc = Encoder::new(&net, Normaliser::Ufldl { pstd: 0.3 }, 8);
         for step in [8, 4, 2, 1] {
-            let per = sae::patches::grid(side, 8, step).len().pow(2);
-            let tile = (sae::features::TILE_ROWS / per).max(1);
+            let per = sae::data::patches::grid(side, 8, step).len().pow(2);
+            let tile = (sae::encode::TILE_ROWS / per).max(1);
             let t = best_of(reps, || {
                 let tiles: Vec<usize> = (0..n_img).step_by(tile).collect();
                 let s: f32 = tiles

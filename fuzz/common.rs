@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use sae::ingest::ImageSet;
+use sae::data::ingest::ImageSet;
 
 /// A folder that lives as long as the fuzzing process.
 pub fn scratch() -> &'static Path {

@@ -24,6 +24,31 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// A file written by another format version of `sae` than this build reads.
+    #[error("{}: incompatible {what} version {found}; this build reads {reads}{hint}", path.display())]
+    Incompatible {
+        /// The file concerned.
+        path: PathBuf,
+        /// What kind of file (`model`, `checkpoint`, `store`).
+        what: &'static str,
+        /// The version it holds.
+        found: String,
+        /// The versions this build reads.
+        reads: String,
+        /// What to do about it (may be empty).
+        hint: &'static str,
+    },
+    /// A file whose checksum or structure shows it was damaged or cut short.
+    #[error("{}: {problem}", path.display())]
+    Corrupt {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A result table could not be built or written.
+    #[error("result table: {0}")]
+    Table(#[from] polars::error::PolarsError),
     /// A configuration value is invalid.
     #[error("config key `{key}`: {problem}")]
     Config {
@@ -47,6 +72,14 @@ impl Error {
     /// A [`Error::BadData`] for `path`.
     pub fn bad(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
         Error::BadData {
+            path: path.as_ref().to_path_buf(),
+            problem: problem.into(),
+        }
+    }
+
+    /// A [`Error::Corrupt`] for `path`.
+    pub fn corrupt(path: impl AsRef<Path>, problem: impl Into<String>) -> Self {
+        Error::Corrupt {
             path: path.as_ref().to_path_buf(),
             problem: problem.into(),
         }

@@ -4,24 +4,34 @@
 //! `sae` learns features from image patches with a UFLDL-style sparse autoencoder and
 //! measures how well they classify, without ever holding all patches in memory:
 //!
-//! 1. [`ingest`]: CIFAR-10 / STL-10 binaries, the study's numpy pickles and image
-//!    folders, as memory-mapped [`ingest::ImageSet`]s;
-//! 2. [`patches`] + [`preprocess`]: seeded patch sampling and normalisation (the study's
-//!    scaling, or contrast normalisation + ZCA) into an Arrow IPC [`store`];
-//! 3. [`sae`] + [`optim`]: the autoencoder's loss and gradient streamed over the store
-//!    in parallel blocks, full-batch L-BFGS, numerical gradient check;
-//! 4. [`features`]: fused, tiled encoding of every image at any step, `concat` or
-//!    quadrant `pool`; [`show`] draws filters;
-//! 5. [`classify`]: random forest and logistic regression (smartcore, the study's),
-//!    and [`linear`] softmax / L2-SVM classifiers that scale to wide features, scored
-//!    by [`metrics`];
-//! 6. [`pipeline`]: the stages chained from one [`config::Config`] into a run folder;
-//!    [`sweep`] runs grids of them, [`results`] tables and [`report`] pages with
-//!    [`plot`]s show what came out.
+//! The folders follow the data, and imports run one way, from [`run`] down:
+//!
+//! 1. [`data`]: datasets ([`data::ingest`]: CIFAR-10 / STL-10 binaries, the study's
+//!    numpy pickles, image folders, as memory-mapped image sets), seeded patch
+//!    sampling ([`data::patches`]) and normalisation ([`data::preprocess`]: the study's
+//!    scaling, or contrast normalisation + ZCA) into an Arrow IPC [`data::store`];
+//! 2. [`learn`]: the autoencoder ([`learn::sae`]: loss and gradient streamed over the
+//!    store in parallel blocks, gradient check), its optimisers ([`learn::optim`]
+//!    L-BFGS, [`learn::minibatch`] SGD/Adam), the training driver
+//!    ([`learn::training`]) with its [`learn::checkpoint`]s, and the [`learn::model`]
+//!    file;
+//! 3. [`encode`]: fused, tiled encoding of every image at any step, `concat` or
+//!    quadrant `pool`;
+//! 4. [`evaluate`]: classifiers ([`evaluate::classify`]: smartcore's random forest and
+//!    logistic regression, the study's; [`evaluate::linear`] softmax / L2-SVM for wide
+//!    features), [`evaluate::metrics`], and [`evaluate::results`] tables;
+//! 5. [`run`]: the [`run::config`], the files of a run and the hashes that name shared
+//!    artefacts ([`run::layout`]), the memory budget ([`run::limits`]), the stages
+//!    chained into a run ([`run::pipeline`]) and grids of runs ([`run::sweep`]);
+//! 6. [`report`]: pages, [`report::plot`]s and pictures of filters
+//!    ([`report::show`]).
+//!
+//! Beside them, shared infrastructure: [`error`], [`fsio`] (files written whole),
+//! [`mmap`] (the only `unsafe`), [`dist`] (MPI), [`progress`], [`rng`].
 //!
 //! ```no_run
-//! let cfg = sae::config::Config::load(std::path::Path::new("configs/demo.toml"))?;
-//! let (dir, results) = sae::pipeline::run(&cfg, false)?;
+//! let cfg = sae::run::config::Config::load(std::path::Path::new("configs/demo.toml"))?;
+//! let (dir, results) = sae::run::pipeline::run(&cfg, false)?;
 //! for r in results {
 //!     println!("{} {} {:.3}", r.features, r.classifier, r.accuracy);
 //! }
@@ -31,34 +41,17 @@
 
 #![deny(missing_docs)]
 
-pub mod checkpoint;
-pub mod classify;
-pub mod config;
+pub mod data;
 pub mod dist;
+pub mod encode;
 pub mod error;
-pub mod features;
+pub mod evaluate;
 pub mod fsio;
-pub mod ingest;
-pub mod layout;
-pub mod limits;
-pub mod linear;
-pub mod metrics;
-pub mod minibatch;
+pub mod learn;
 pub mod mmap;
-pub mod model;
-pub mod optim;
-pub mod patches;
-pub mod pipeline;
-pub mod plot;
-pub mod preprocess;
 pub mod progress;
 pub mod report;
-pub mod results;
 pub mod rng;
-pub mod sae;
-pub mod show;
-pub mod store;
-pub mod sweep;
-pub mod training;
+pub mod run;
 
 pub use error::{Error, Result};

@@ -8,19 +8,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use sae::config::{
+use sae::data::ingest::synth::{write_dataset, Layout, SynthSpec};
+use sae::data::ingest::{Dataset, Format, OpenOptions};
+use sae::data::store::{Kind, Store};
+use sae::dist::{Comm, Single};
+use sae::encode::{Encoder, Mode};
+use sae::learn::model::Model;
+use sae::learn::sae::Decoder;
+use sae::learn::training::{train_resumable, TrainJob};
+use sae::run::config::{
     Config, FeatureConfig, ModelConfig, NormKind, Optimizer, PatchConfig, TrainConfig, DEFAULT_SEED,
 };
-use sae::dist::{Comm, Single};
-use sae::features::{Encoder, Mode};
-use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
-use sae::ingest::{Dataset, Format, OpenOptions};
-use sae::limits::Stage;
-use sae::model::Model;
-use sae::pipeline::encode_shared;
-use sae::sae::Decoder;
-use sae::store::{Kind, Store};
-use sae::training::{train_resumable, TrainJob};
+use sae::run::limits::Stage;
+use sae::run::pipeline::encode_shared;
 
 #[derive(Parser)]
 #[command(
@@ -256,7 +256,7 @@ fn run() -> anyhow::Result<ExitCode> {
         sae::progress::set_quiet(true);
     }
     let budget = match &args.max_memory {
-        Some(b) => Some(sae::config::parse_bytes(b)?),
+        Some(b) => Some(sae::run::config::parse_bytes(b)?),
         None => None,
     };
     match args.cmd {
@@ -302,7 +302,7 @@ fn cmd_run(
             .num_threads(cfg.threads)
             .build_global();
     }
-    let (dir, results) = sae::pipeline::run_with(&cfg, restart, comm)?;
+    let (dir, results) = sae::run::pipeline::run_with(&cfg, restart, comm)?;
     if !comm.is_root() {
         return Ok(ExitCode::SUCCESS);
     }
@@ -318,7 +318,7 @@ fn cmd_run(
 }
 
 fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
-    let root = sae::sweep::run_sweep_with(sweep, comm, budget)?;
+    let root = sae::run::sweep::run_sweep_with(sweep, comm, budget)?;
     if comm.is_root() {
         println!(
             "results: {} (and .parquet)",
@@ -366,17 +366,23 @@ fn cmd_sample(a: SampleArgs, budget: u64) -> anyhow::Result<ExitCode> {
     };
     pc.check()?;
     let ds = Dataset::open(a.format, &a.data, &OpenOptions::default())?;
-    let spec = sae::patches::PatchSpec {
+    let spec = sae::data::patches::PatchSpec {
         size: pc.size,
         count: pc.count,
         seed: a.seed,
     };
     let d = spec.dim(ds.unlabeled.shape().channels) as u64;
     let image_bytes = (ds.unlabeled.len() * ds.unlabeled.shape().pixels()) as u64;
-    let plan = sae::limits::plan_sampling(d, image_bytes, a.chunk as u64, budget)?;
+    let plan = sae::run::limits::plan_sampling(d, image_bytes, a.chunk as u64, budget)?;
     let m = Stage::begin("sample", &plan, budget);
-    let n =
-        sae::patches::sample_patches(&ds.unlabeled, &spec, pc.norm_spec(), &a.out, a.chunk, "")?;
+    let n = sae::data::patches::sample_patches(
+        &ds.unlabeled,
+        &spec,
+        pc.norm_spec(),
+        &a.out,
+        a.chunk,
+        "",
+    )?;
     m.end();
     println!("wrote {} ({})", a.out.display(), n.describe());
     Ok(ExitCode::SUCCESS)
@@ -402,10 +408,14 @@ fn cmd_train(a: TrainArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<ExitC
     };
     tc.check()?;
     let store = Store::open(&a.store, Kind::Patches)?;
-    let arch = sae::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
+    let arch = sae::learn::sae::Architecture::new(store.dim(), &model.hidden, None, model.decoder)?;
     let sizes: Vec<u64> = arch.sizes.iter().map(|&v| v as u64).collect();
-    let plan =
-        sae::limits::plan_training(&sizes, store.batch_rows(0) as u64, tc.memory as u64, budget)?;
+    let plan = sae::run::limits::plan_training(
+        &sizes,
+        store.batch_rows(0) as u64,
+        tc.memory as u64,
+        budget,
+    )?;
     let job = TrainJob::new(arch, model.penalty(), tc, a.seed).with_cache_bytes(plan.cache_bytes);
     let m = Stage::begin("train", &plan, budget);
     let loss_csv = a.out.with_extension("loss.csv");
@@ -430,14 +440,14 @@ fn cmd_show(
     patches_out: &Path,
 ) -> anyhow::Result<ExitCode> {
     let m = Model::load(model)?;
-    sae::show::grid_png(m.net.weight(0), m.header.patch, m.header.channels, out)?;
+    sae::report::show::grid_png(m.net.weight(0), m.header.patch, m.header.channels, out)?;
     println!("wrote {}", out.display());
     if let Some(p) = patches {
         let store = Store::open(p, Kind::Patches)?;
         let b = store.batch(0)?;
         let v = b.values();
         let n = v.nrows().min(100);
-        sae::show::grid_png(
+        sae::report::show::grid_png(
             v.slice(ndarray::s![..n, ..]),
             m.header.patch,
             m.header.channels,
@@ -458,7 +468,7 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
     let enc = Encoder::new(&m.net, m.header.norm.clone(), m.header.patch);
     let d = (m.header.channels * m.header.patch * m.header.patch) as u64;
     let shape = ds.train.shape();
-    let plan = sae::limits::plan_encoding(
+    let plan = sae::run::limits::plan_encoding(
         d,
         enc.code_width() as u64,
         shape,
@@ -482,7 +492,7 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
 }
 
 fn cmd_gradcheck() -> anyhow::Result<ExitCode> {
-    let results = sae::sae::gradcheck::standard()?;
+    let results = sae::learn::sae::gradcheck::standard()?;
     let mut worst: f64 = 0.0;
     for r in &results {
         println!("{:<48} relative error {:.3e}", r.name, r.relative_error);

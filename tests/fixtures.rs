@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use sae::checkpoint::{Checkpoints, OptState};
-use sae::config::Config;
-use sae::store::{Kind, Store};
+use sae::data::store::{Kind, Store};
+use sae::learn::checkpoint::{Checkpoints, OptState};
+use sae::run::config::Config;
 
 use crate::util::{fixture, tmp};
 
@@ -41,19 +41,19 @@ fn version_1_checkpoint_and_model_open() {
     let db = d.path().join("checkpoint.sled");
     copy_dir(&fixture("v1/checkpoint.sled"), &db);
     // Checkpoints are keyed by the trajectory, which version 1 called the training hash.
-    let c = Checkpoints::open(&db, &sae::layout::Hashes::of(&cfg).lineage, false).unwrap();
+    let c = Checkpoints::open(&db, &sae::run::layout::Hashes::of(&cfg).lineage, false).unwrap();
     let latest = c.latest().unwrap().expect("a checkpoint");
     match latest.opt {
         OptState::Lbfgs(s) => assert_eq!(s.iter, 3),
         other => panic!("expected an L-BFGS state, got {other:?}"),
     }
     assert_eq!(latest.trace.len(), 4);
-    let m = sae::model::Model::load(&fixture("v1/model.sae")).unwrap();
+    let m = sae::learn::model::Model::load(&fixture("v1/model.sae")).unwrap();
     assert_eq!(m.net.arch.sizes, vec![48, 5, 48]);
-    assert_eq!(m.header.config, sae::layout::Hashes::of(&cfg).lineage);
+    assert_eq!(m.header.config, sae::run::layout::Hashes::of(&cfg).lineage);
     // A version-1 model does not record its limit, so a run retrains rather than
     // reuse it under a limit it may not have had.
-    assert_ne!(m.header.config, sae::layout::Hashes::of(&cfg).training);
+    assert_ne!(m.header.config, sae::run::layout::Hashes::of(&cfg).training);
 }
 
 #[test]

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use sae::config::Config;
-use sae::ingest::{cifar, folder, pickle, stl10};
-use sae::store::{Kind, Store};
+use sae::data::ingest::{cifar, folder, pickle, stl10};
+use sae::data::store::{Kind, Store};
+use sae::run::config::Config;
 
 use crate::util::{fixture, numpy_pickle, tmp};
 
@@ -53,13 +53,13 @@ fn read_store(p: &Path) -> Result<(), String> {
 
 fn read_checkpoint(p: &Path) -> Result<(), String> {
     let blob = std::fs::read(p).map_err(|e| e.to_string())?;
-    sae::checkpoint::decode(p, &blob)
+    sae::learn::checkpoint::decode(p, &blob)
         .map(drop)
         .map_err(|e| e.to_string())
 }
 
 fn read_model(p: &Path) -> Result<(), String> {
-    sae::model::Model::load(p)
+    sae::learn::model::Model::load(p)
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -129,7 +129,7 @@ fn le_u32s(v: &[u32]) -> Vec<u8> {
 /// A model file with `header` (JSON) and `params` f32 values, checksum fixed up.
 fn model_file(header: &str, params: usize) -> Vec<u8> {
     let mut b = b"SAEMODEL".to_vec();
-    b.extend_from_slice(&sae::model::VERSION.to_le_bytes());
+    b.extend_from_slice(&sae::learn::model::VERSION.to_le_bytes());
     b.extend_from_slice(&(header.len() as u64).to_le_bytes());
     b.extend_from_slice(header.as_bytes());
     b.extend_from_slice(&vec![0u8; 4 * params]);

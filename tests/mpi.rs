@@ -112,7 +112,7 @@ fn two_ranks_train_like_one_and_encode_identically() {
             .unwrap()
             .unwrap()
             .path();
-        let (x, y) = sae::store::read_features(&sub.join("step4-pool-train.arrow")).unwrap();
+        let (x, y) = sae::data::store::read_features(&sub.join("step4-pool-train.arrow")).unwrap();
         assert_eq!((x.nrows(), y.len()), (300, 300));
     }
     // One model, encoded by one and by two ranks: the same features, bit for bit.
@@ -140,8 +140,10 @@ fn two_ranks_train_like_one_and_encode_identically() {
         ));
     }
     for split in ["train", "test"] {
-        let a = sae::store::read_features(&d.path().join(format!("enc1/{split}.arrow"))).unwrap();
-        let b = sae::store::read_features(&d.path().join(format!("enc2/{split}.arrow"))).unwrap();
+        let a =
+            sae::data::store::read_features(&d.path().join(format!("enc1/{split}.arrow"))).unwrap();
+        let b =
+            sae::data::store::read_features(&d.path().join(format!("enc2/{split}.arrow"))).unwrap();
         assert!(a.0 == b.0 && a.1 == b.1, "{split} features differ");
     }
 }
@@ -172,13 +174,13 @@ fn resumed_two_rank_run_matches_an_uninterrupted_one() {
     let d = tmp();
     let whole = config(d.path(), "whole", "lbfgs");
     ok(mpirun(2, &["-q", "run", whole.to_str().unwrap()], d.path()));
-    let want = sae::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
+    let want = sae::learn::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
     // Same number of ranks: exactly the same parameters.
     let cut = config(d.path(), "cut", "lbfgs");
     interrupted(d.path(), &cut, "cut");
     let err = ok(mpirun(2, &["run", cut.to_str().unwrap()], d.path()));
     assert!(err.contains("resuming from checkpoint"), "{err}");
-    let got = sae::model::Model::load(&d.path().join("cut/model.sae")).unwrap();
+    let got = sae::learn::model::Model::load(&d.path().join("cut/model.sae")).unwrap();
     assert_eq!(want.net.theta, got.net.theta);
     // Another number of ranks: the same trajectory up to summation order.
     let other = config(d.path(), "other", "lbfgs");

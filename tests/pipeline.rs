@@ -1,11 +1,11 @@
 //! Stages chained on small synthetic data: features, and an end-to-end run.
 
 use ndarray::Array2;
-use sae::features::{Encoder, Mode};
-use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
-use sae::ingest::{Dataset, Format, OpenOptions};
-use sae::preprocess::Normaliser;
-use sae::sae::{encode, Architecture, Decoder, Network};
+use sae::data::ingest::synth::{write_dataset, Layout, SynthSpec};
+use sae::data::ingest::{Dataset, Format, OpenOptions};
+use sae::data::preprocess::Normaliser;
+use sae::encode::{Encoder, Mode};
+use sae::learn::sae::{encode, Architecture, Decoder, Network};
 
 use crate::util::tmp;
 
@@ -36,7 +36,7 @@ fn pool_is_quadrant_sums_of_concat() {
     for step in [1, 3, 4, 8, 24] {
         let concat = enc.tile(&ds.train, 0, 5, step, Mode::Concat);
         let pool = enc.tile(&ds.train, 0, 5, step, Mode::Pool);
-        let n = sae::patches::grid(32, 8, step).len();
+        let n = sae::data::patches::grid(32, 8, step).len();
         let h = 6;
         assert_eq!(concat.ncols(), n * n * h);
         assert_eq!(pool.ncols(), 4 * h);
@@ -69,7 +69,7 @@ fn tiled_encoding_equals_naive_per_patch() {
     let feats = enc.tile(&ds.test, 0, 3, step, Mode::Concat);
     let s = ds.test.shape();
     let mut hwc = vec![0u8; s.pixels()];
-    let grid = sae::patches::grid(32, 8, step);
+    let grid = sae::data::patches::grid(32, 8, step);
     for i in 0..3 {
         ds.test.read_hwc(i, &mut hwc);
         let mut col = 0;
@@ -130,8 +130,8 @@ raw_baseline = false
     );
     let cfg_path = d.path().join("e2e.toml");
     std::fs::write(&cfg_path, cfg_text).unwrap();
-    let cfg = sae::config::Config::load(&cfg_path).unwrap();
-    let (dir, results) = sae::pipeline::run(&cfg, false).unwrap();
+    let cfg = sae::run::config::Config::load(&cfg_path).unwrap();
+    let (dir, results) = sae::run::pipeline::run(&cfg, false).unwrap();
     let acc = results[0].accuracy;
     assert!(
         acc > 0.35,
@@ -174,7 +174,7 @@ raw_baseline = false
         .parse()
         .unwrap();
     assert!(last < 0.5 * first, "loss {first} -> {last}");
-    let m = sae::model::Model::load(&dir.join("model.sae")).unwrap();
+    let m = sae::learn::model::Model::load(&dir.join("model.sae")).unwrap();
     assert_eq!(m.net.arch.sizes, vec![192, 32, 192]);
 }
 
@@ -182,8 +182,8 @@ raw_baseline = false
 fn damaged_model_is_refused() {
     let d = tmp();
     let net = small_net();
-    let m = sae::model::Model {
-        header: sae::model::Header {
+    let m = sae::learn::model::Model {
+        header: sae::learn::model::Header {
             arch: net.arch.clone(),
             norm: Normaliser::Ufldl { pstd: 0.3 },
             patch: 8,
@@ -197,13 +197,16 @@ fn damaged_model_is_refused() {
     };
     let p = d.path().join("m.sae");
     m.save(&p).unwrap();
-    let back = sae::model::Model::load(&p).unwrap();
+    let back = sae::learn::model::Model::load(&p).unwrap();
     assert_eq!(back.net.theta, m.net.theta);
     let mut bytes = std::fs::read(&p).unwrap();
     let k = bytes.len() / 2;
     bytes[k] ^= 1;
     std::fs::write(&p, &bytes).unwrap();
-    let e = sae::model::Model::load(&p).err().unwrap().to_string();
+    let e = sae::learn::model::Model::load(&p)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("checksum"), "{e}");
 }
 
@@ -211,39 +214,40 @@ fn damaged_model_is_refused() {
 fn minibatch_training_reduces_the_loss() {
     let d = tmp();
     let ds = dataset(d.path());
-    let spec = sae::patches::PatchSpec {
+    let spec = sae::data::patches::PatchSpec {
         size: 8,
         count: 6000,
         seed: 1,
     };
     let store_path = d.path().join("p.arrow");
-    sae::patches::sample_patches(
+    sae::data::patches::sample_patches(
         &ds.unlabeled,
         &spec,
-        sae::preprocess::NormSpec::Ufldl,
+        sae::data::preprocess::NormSpec::Ufldl,
         &store_path,
         1000,
         "",
     )
     .unwrap();
-    let store = sae::store::Store::open(&store_path, sae::store::Kind::Patches).unwrap();
+    let store =
+        sae::data::store::Store::open(&store_path, sae::data::store::Kind::Patches).unwrap();
     let arch = Architecture::new(192, &[16], None, Decoder::Sigmoid).unwrap();
-    let pen = sae::sae::objective::Penalty {
+    let pen = sae::learn::sae::objective::Penalty {
         lambda: 1e-5,
         beta: 3.0,
         rho: 0.05,
     };
-    let (start, _) = sae::sae::objective::Objective::new(&arch, pen, &store)
+    let (start, _) = sae::learn::sae::objective::Objective::new(&arch, pen, &store)
         .eval::<f32>(&arch.init(1))
         .unwrap();
     for opt in ["adam", "sgd"] {
-        let tc: sae::config::TrainConfig = toml::from_str(&format!(
+        let tc: sae::run::config::TrainConfig = toml::from_str(&format!(
             "optimizer = \"{opt}\"\nlearning_rate = {}\nbatch_size = 200\nepochs = 3",
             if opt == "adam" { 0.01 } else { 0.1 }
         ))
         .unwrap();
-        let job = sae::training::TrainJob::new(arch.clone(), pen, tc, 1);
-        let t = sae::training::train(&store, &job, &d.path().join("l.csv")).unwrap();
+        let job = sae::learn::training::TrainJob::new(arch.clone(), pen, tc, 1);
+        let t = sae::learn::training::train(&store, &job, &d.path().join("l.csv")).unwrap();
         assert!(
             t.model.header.loss < 0.5 * start.total,
             "{opt}: {} vs {}",
@@ -256,7 +260,7 @@ fn minibatch_training_reduces_the_loss() {
 
 #[test]
 fn holdout_split_is_a_seeded_partition() {
-    let (keep, held) = sae::pipeline::holdout_split(1000, 0.2, 7);
+    let (keep, held) = sae::run::pipeline::holdout_split(1000, 0.2, 7);
     assert_eq!((keep.len(), held.len()), (800, 200));
     let mut all: Vec<usize> = keep.iter().chain(&held).copied().collect();
     all.sort_unstable();
@@ -265,8 +269,8 @@ fn holdout_split_is_a_seeded_partition() {
         held.windows(2).all(|w| w[0] < w[1]),
         "held-out images in file order"
     );
-    assert_eq!(sae::pipeline::holdout_split(1000, 0.2, 7).1, held);
-    assert_ne!(sae::pipeline::holdout_split(1000, 0.2, 8).1, held);
+    assert_eq!(sae::run::pipeline::holdout_split(1000, 0.2, 7).1, held);
+    assert_ne!(sae::run::pipeline::holdout_split(1000, 0.2, 8).1, held);
     // Spread over the file, not a block at one end.
     assert!(held[0] < 100 && held[199] > 900, "{:?}", &held[..5]);
 }
@@ -304,8 +308,8 @@ raw_baseline = false
     );
     let p = d.path().join("val.toml");
     std::fs::write(&p, text).unwrap();
-    let cfg = sae::config::Config::load(&p).unwrap();
-    let (dir, results) = sae::pipeline::run(&cfg, false).unwrap();
+    let cfg = sae::run::config::Config::load(&p).unwrap();
+    let (dir, results) = sae::run::pipeline::run(&cfg, false).unwrap();
     assert!(results[0].accuracy.is_finite());
     let feats: Vec<_> = walk(&dir.join("features"));
     let test = feats
@@ -317,7 +321,7 @@ raw_baseline = false
         .find(|f| f.to_string_lossy().ends_with("-train.arrow"))
         .unwrap();
     let rows = |f: &std::path::Path| {
-        sae::store::Store::open(f, sae::store::Kind::Features)
+        sae::data::store::Store::open(f, sae::data::store::Kind::Features)
             .unwrap()
             .rows()
     };
@@ -325,7 +329,8 @@ raw_baseline = false
     assert_eq!(rows(train), 300);
     // Patches come from the 300 kept training images only.
     let store =
-        sae::store::Store::open(&dir.join("patches.arrow"), sae::store::Kind::Patches).unwrap();
+        sae::data::store::Store::open(&dir.join("patches.arrow"), sae::data::store::Kind::Patches)
+            .unwrap();
     let mut max_image = 0;
     for i in 0..store.batches() {
         let b = store.batch(i).unwrap();

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use ndarray::{Array2, Axis};
 use proptest::prelude::*;
-use sae::features::{Code, Encoder, Mode};
-use sae::ingest::{pickle, ImageSet, Part, PixelOrder, Shape, Source};
-use sae::patches::grid;
-use sae::preprocess::{Fitter, NormSpec};
-use sae::sae::{Architecture, Decoder, Network};
-use sae::store::{Kind, Store, StoreWriter};
+use sae::data::ingest::{pickle, ImageSet, Part, PixelOrder, Shape, Source};
+use sae::data::patches::grid;
+use sae::data::preprocess::{Fitter, NormSpec};
+use sae::data::store::{Kind, Store, StoreWriter};
+use sae::encode::{Code, Encoder, Mode};
+use sae::learn::sae::{Architecture, Decoder, Network};
 
 use crate::util::{numpy_pickle, tmp};
 
@@ -181,7 +181,7 @@ proptest! {
             let c = m - &m.mean_axis(Axis(0)).unwrap().insert_axis(Axis(0));
             c.t().dot(&c) / rows as f64
         };
-        let (mut vals, _) = sae::preprocess::symmetric_eigen(cov(&y));
+        let (mut vals, _) = sae::data::preprocess::symmetric_eigen(cov(&y));
         // What whitening must give: for each eigenvalue λ of the input covariance
         // (after contrast normalisation, done here independently), λ/(λ+ε). A
         // whitener that outputs zeros, or scales wrongly, fails this.
@@ -194,7 +194,7 @@ proptest! {
                 r.mapv_inplace(|v| v / var.sqrt());
             }
         }
-        let (lambdas, _) = sae::preprocess::symmetric_eigen(cov(&input));
+        let (lambdas, _) = sae::data::preprocess::symmetric_eigen(cov(&input));
         let mut want: Vec<f64> = lambdas.iter().map(|&l| l.max(0.0) / (l.max(0.0) + eps)).collect();
         vals.as_slice_mut().unwrap().sort_by(f64::total_cmp);
         want.sort_by(f64::total_cmp);
@@ -245,7 +245,7 @@ proptest! {
         let arch = Architecture::new(3 * patch * patch, &[hidden], None, Decoder::Sigmoid).unwrap();
         let net = Network::from_theta(arch.clone(), &arch.init(3));
         let code = if soft { Code::SoftThreshold { alpha: 0.1, bias: false } } else { Code::Sigmoid };
-        let enc = Encoder::new(&net, sae::preprocess::Normaliser::Ufldl { pstd: 0.3 }, patch).with_code(code);
+        let enc = Encoder::new(&net, sae::data::preprocess::Normaliser::Ufldl { pstd: 0.3 }, patch).with_code(code);
         let cw = enc.code_width();
         prop_assert_eq!(cw, if soft { 2 * hidden } else { hidden });
         let positions = grid(side, patch, step).len();

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use sae::ingest::synth::{write_dataset, Layout, SynthSpec};
-use sae::ingest::{pickle, Dataset, Format, OpenOptions, PixelOrder};
+use sae::data::ingest::synth::{write_dataset, Layout, SynthSpec};
+use sae::data::ingest::{pickle, Dataset, Format, OpenOptions, PixelOrder};
 
 use crate::util::{fixture, fixture_hwc, fixture_pixel, numpy_pickle, shared_data, tmp};
 
@@ -35,7 +35,7 @@ fn cifar_layout_round_trip() {
     assert_eq!(ds.unlabeled.len(), 23);
     assert_eq!(ds.classes.len(), 10);
     // Image 12 lies in the third batch file; its pixels must equal the generator's.
-    let want = sae::ingest::synth::image(ds.train.labels().unwrap()[12] as usize, 32, 3, 12);
+    let want = sae::data::ingest::synth::image(ds.train.labels().unwrap()[12] as usize, 32, 3, 12);
     let mut got = vec![0u8; 32 * 32 * 3];
     ds.train.read_hwc(12, &mut got);
     assert_eq!(got, want);
@@ -51,7 +51,7 @@ fn stl_layout_round_trip_and_fallback() {
         (5, 4, 6)
     );
     let l = ds.test.labels().unwrap()[2] as usize;
-    let want = sae::ingest::synth::image(l, 96, 3, 5 + 2);
+    let want = sae::data::ingest::synth::image(l, 96, 3, 5 + 2);
     let mut got = vec![0u8; 96 * 96 * 3];
     ds.test.read_hwc(2, &mut got);
     assert_eq!(got, want, "STL planes are column-major");
@@ -114,7 +114,7 @@ fn stl_corrupt_files_are_named() {
     assert!(e.contains("test_X.bin") && e.contains("multiple"), "{e}");
 }
 
-fn check_fixture_pixels(set: &sae::ingest::ImageSet) {
+fn check_fixture_pixels(set: &sae::data::ingest::ImageSet) {
     let mut got = vec![0u8; 8 * 8 * 3];
     for i in 0..4 {
         set.read_hwc(i, &mut got);
@@ -228,7 +228,8 @@ fn python2_pickles_and_pickle_folders() {
 #[ignore = "reads ../shared/data, outside the repository; .ci/run runs it"]
 fn real_cifar_images_and_pixel_order_detection() {
     let dir = shared_data("cifar10-first200-lossless");
-    let set = sae::ingest::cifar::open_batches(&dir, &[dir.join("data_batch_1.bin")]).unwrap();
+    let set =
+        sae::data::ingest::cifar::open_batches(&dir, &[dir.join("data_batch_1.bin")]).unwrap();
     assert_eq!(set.len(), 200);
     // Re-encode real images as a flat HWC array and as STL-style planes: detection
     // must tell interleaved from planar on natural images.
@@ -241,9 +242,15 @@ fn real_cifar_images_and_pixel_order_detection() {
         })
         .collect();
     let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
-    assert_eq!(sae::ingest::layout::detect(&refs, s).0, PixelOrder::Hwc);
+    assert_eq!(
+        sae::data::ingest::layout::detect(&refs, s).0,
+        PixelOrder::Hwc
+    );
     let planar: Vec<&[u8]> = (0..50).map(|i| set.raw(i)).collect();
-    assert_eq!(sae::ingest::layout::detect(&planar, s).0, PixelOrder::Cwh);
+    assert_eq!(
+        sae::data::ingest::layout::detect(&planar, s).0,
+        PixelOrder::Cwh
+    );
 }
 
 fn png(path: &Path, w: u32, h: u32, v: u8) {

@@ -120,8 +120,8 @@ fn kill_and_resume(optimizer: &str) {
         }
     }
     eprintln!("{optimizer}: {kills} kills, {resumes} resumes (seed {seed})");
-    let a = sae::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
-    let b = sae::model::Model::load(&d.path().join("cut/model.sae")).unwrap();
+    let a = sae::learn::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
+    let b = sae::learn::model::Model::load(&d.path().join("cut/model.sae")).unwrap();
     assert_eq!(
         a.net.theta, b.net.theta,
         "parameters differ (seed {seed}, {kills} kills)"
@@ -150,14 +150,17 @@ fn adam_resumes_exactly_after_sigkill() {
 fn second_process_on_a_run_folder_is_refused() {
     let d = tmp();
     let cfg = config(d.path(), "busy", "lbfgs");
-    let config = sae::config::Config::load(&cfg).unwrap();
+    let config = sae::run::config::Config::load(&cfg).unwrap();
     // This process holds the run's checkpoint database, as a running `sae run` would,
     // for as long as the second process needs.
     let db = d.path().join("busy/checkpoint.sled");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let held =
-        sae::checkpoint::Checkpoints::open(&db, &sae::layout::Hashes::of(&config).lineage, false)
-            .unwrap();
+    let held = sae::learn::checkpoint::Checkpoints::open(
+        &db,
+        &sae::run::layout::Hashes::of(&config).lineage,
+        false,
+    )
+    .unwrap();
     let (ok, _, err) = run_bin(&["-q", "run", cfg.to_str().unwrap()], d.path());
     assert!(
         !ok && err.contains("in use by another sae process"),
@@ -380,8 +383,8 @@ fn full_disk_stops_with_a_clear_error_and_keeps_the_last_checkpoint() {
     let (ok, _, err) = run_bin(&["run", cfg.to_str().unwrap()], d.path());
     assert!(ok, "resume after the full disk failed: {err}");
     assert!(err.contains("resum"), "did not resume: {err}");
-    let a = sae::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
-    let b = sae::model::Model::load(&disk.join("cut/model.sae")).unwrap();
+    let a = sae::learn::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
+    let b = sae::learn::model::Model::load(&disk.join("cut/model.sae")).unwrap();
     assert_eq!(a.net.theta, b.net.theta);
 }
 
@@ -412,8 +415,8 @@ fn diverging_run_stops_with_its_reason_and_keeps_the_last_good_checkpoint() {
     blobs.sort();
     assert!(!blobs.is_empty(), "a checkpoint before the divergence");
     for b in &blobs {
-        let c = sae::checkpoint::decode(b, &std::fs::read(b).unwrap()).unwrap();
-        let sae::checkpoint::OptState::Minibatch(s) = c.opt else {
+        let c = sae::learn::checkpoint::decode(b, &std::fs::read(b).unwrap()).unwrap();
+        let sae::learn::checkpoint::OptState::Minibatch(s) = c.opt else {
             panic!("mini-batch state expected");
         };
         assert!(s.theta.iter().all(|v| v.is_finite()), "{}", b.display());
@@ -439,8 +442,8 @@ fn edit(cfg: &Path, from: &str, to: &str) {
     std::fs::write(cfg, text.replace(from, to)).unwrap();
 }
 
-fn model_of(dir: &Path) -> sae::model::Model {
-    sae::model::Model::load(&dir.join("model.sae")).unwrap()
+fn model_of(dir: &Path) -> sae::learn::model::Model {
+    sae::learn::model::Model::load(&dir.join("model.sae")).unwrap()
 }
 
 /// Iteration and epoch limits are part of a model's identity, and runs that differ
@@ -535,7 +538,7 @@ fn a_sweep_over_max_iter_trains_every_value() {
         })
         .count();
     assert_eq!(models, 2);
-    let rows = sae::results::read(&root.join("results.parquet")).unwrap();
+    let rows = sae::evaluate::results::read(&root.join("results.parquet")).unwrap();
     let mut seen: Vec<(String, u64, String)> = rows
         .iter()
         .map(|r| (r.grid[0].1.clone(), r.iterations, r.stop.clone()))

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::Array2;
-use sae::sae::objective::{Objective, Penalty};
-use sae::sae::{Architecture, Decoder};
-use sae::store::{write_all, Kind, MemoryRows, Rows, Store, StoreWriter};
+use sae::data::store::{write_all, Kind, MemoryRows, Rows, Store, StoreWriter};
+use sae::learn::sae::objective::{Objective, Penalty};
+use sae::learn::sae::{Architecture, Decoder};
 
 use crate::util::tmp;
 
@@ -137,8 +137,8 @@ fn polars_reads_the_store_and_the_result_tables() {
     );
     assert_eq!(got, want);
 
-    let recs: Vec<sae::results::Record> = (0..3)
-        .map(|i| sae::results::Record {
+    let recs: Vec<sae::evaluate::results::Record> = (0..3)
+        .map(|i| sae::evaluate::results::Record {
             run: format!("r{i}"),
             grid: vec![("model.rho".into(), format!("0.0{i}"))],
             features: "step8-pool".into(),
@@ -159,7 +159,7 @@ fn polars_reads_the_store_and_the_result_tables() {
             loss_csv: "loss.csv".into(),
         })
         .collect();
-    sae::results::write(d.path(), &recs).unwrap();
+    sae::evaluate::results::write(d.path(), &recs).unwrap();
     let script = "import sys, polars as pl\n\
                   for df in (pl.read_parquet(sys.argv[1]), pl.read_csv(sys.argv[2])):\n\
                   \x20   print(df.height, df['model.rho'].cast(pl.Utf8).to_list(), df['accuracy'].to_list(), df['iterations'].to_list(), df['stop'][0])";
@@ -232,9 +232,9 @@ fn store_of_another_patch_size_is_refused_by_training() {
         beta: 3.0,
         rho: 0.05,
     };
-    let tc = sae::config::TrainConfig::default();
-    let job = sae::training::TrainJob::new(arch, pen, tc, 1);
-    let e = sae::training::train(&store, &job, &d.path().join("l.csv"))
+    let tc = sae::run::config::TrainConfig::default();
+    let job = sae::learn::training::TrainJob::new(arch, pen, tc, 1);
+    let e = sae::learn::training::train(&store, &job, &d.path().join("l.csv"))
         .err()
         .unwrap()
         .to_string();

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         common::put("data_batch_1.bin", a),
         common::put("data_batch_2.bin", b),
     ];
-    if let Ok(set) = sae::ingest::cifar::open_batches(common::scratch(), &files) {
+    if let Ok(set) = sae::data::ingest::cifar::open_batches(common::scratch(), &files) {
         common::touch(&set);
         let _ = set.check_labels(10);
     }

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     common::put(&format!("folder/train/a/x.{ext}"), body);
     common::put(&format!("folder/test/a/x.{ext}"), body);
     common::put(&format!("folder/unlabeled/u.{ext}"), body);
-    if let Ok(ds) = sae::ingest::folder::open(&root) {
+    if let Ok(ds) = sae::data::ingest::folder::open(&root) {
         common::touch(&ds.train);
         common::touch(&ds.test);
         common::touch(&ds.unlabeled);

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     let file = common::put("model.sae", &buf);
-    if let Ok(m) = sae::model::Model::load(&file) {
+    if let Ok(m) = sae::learn::model::Model::load(&file) {
         std::hint::black_box(m.net.theta.len());
     }
 });

@@ -7,8 +7,8 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     let file = common::put("patches.arrow", data);
-    for kind in [sae::store::Kind::Patches, sae::store::Kind::Features] {
-        let Ok(store) = sae::store::Store::open(&file, kind) else {
+    for kind in [sae::data::store::Kind::Patches, sae::data::store::Kind::Features] {
+        let Ok(store) = sae::data::store::Store::open(&file, kind) else {
             continue;
         };
         for i in 0..store.batches() {

@@ -7,13 +7,13 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     let path = std::path::Path::new("fuzz.pkl");
-    if let Ok(v) = sae::ingest::pickle::load(path, data) {
-        if let Some(Ok(a)) = sae::ingest::pickle::as_array(&v, data) {
+    if let Ok(v) = sae::data::ingest::pickle::load(path, data) {
+        if let Some(Ok(a)) = sae::data::ingest::pickle::as_array(&v, data) {
             std::hint::black_box(a.shape.iter().product::<usize>());
         }
     }
     let file = common::put("data_batch.pkl", data);
-    if let Ok(set) = sae::ingest::pickle::open_file(&file, None) {
+    if let Ok(set) = sae::data::ingest::pickle::open_file(&file, None) {
         common::touch(&set.images);
     }
 });

@@ -9,10 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let (y, x) = common::split(data);
     let xf = common::put("train_X.bin", x);
     let yf = common::put("train_y.bin", y);
-    if let Ok(set) = sae::ingest::stl10::open_images(&xf, Some(&yf)) {
+    if let Ok(set) = sae::data::ingest::stl10::open_images(&xf, Some(&yf)) {
         common::touch(&set);
     }
-    if let Ok(set) = sae::ingest::stl10::open_images(&xf, None) {
+    if let Ok(set) = sae::data::ingest::stl10::open_images(&xf, None) {
         common::touch(&set);
     }
 });

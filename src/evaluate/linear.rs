@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::optim::{minimize, LbfgsParams};
-use crate::sae::Real;
+use crate::learn::optim::{minimize, LbfgsParams};
+use crate::learn::sae::Real;
 
 /// Rows per parallel block of the objective.
 const BLOCK: usize = 2048;
@@ -306,14 +306,14 @@ pub fn fit(
         ));
         permute_rows(x, y, &perm);
         let fit_rows = n - held;
-        let chosen = (|| {
+        let chosen: Result<()> = (|| {
             let (xa, xv) = x.view().split_at(Axis(0), fit_rows);
             let (ya, yv) = y.split_at(fit_rows);
             let mut theta = zero.clone();
             for &l2 in &l2s {
                 theta = train(loss, xa, ya, classes, l2, theta, p.max_iter)?;
                 let m = LinearModel::from_theta(&theta, classes, d);
-                let acc = crate::metrics::score(&m.predict(xv), yv, classes).accuracy;
+                let acc = crate::evaluate::metrics::score(&m.predict(xv), yv, classes).accuracy;
                 crate::progress::say(format!(
                     "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({held} rows)"
                 ));
@@ -397,7 +397,8 @@ mod tests {
             };
             let f = fit(loss, &mut x, &mut y, 5, &p).unwrap();
             assert_eq!(f.validation.len(), 2);
-            let acc = crate::metrics::score(&f.model.predict(xte.view()), &yte, 5).accuracy;
+            let acc =
+                crate::evaluate::metrics::score(&f.model.predict(xte.view()), &yte, 5).accuracy;
             assert!(acc > 0.85, "{loss:?}: {acc}");
         }
     }

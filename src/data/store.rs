@@ -24,8 +24,8 @@ use arrow_ipc::Block;
 use arrow_schema::{DataType, Field, Schema};
 use ndarray::{ArrayView2, Axis};
 
+use crate::data::preprocess::Normaliser;
 use crate::error::{Error, Result};
-use crate::preprocess::Normaliser;
 
 /// Version of the store layout; bumped on incompatible change.
 pub const FORMAT_VERSION: &str = "1";
@@ -316,9 +316,13 @@ impl Store {
         match meta.get(KEY_VERSION) {
             Some(v) if v == FORMAT_VERSION => {}
             v => {
-                return Err(bad(format!(
-                    "incompatible store version {v:?}; this build reads version {FORMAT_VERSION}"
-                )))
+                return Err(Error::Incompatible {
+                    path: path.to_path_buf(),
+                    what: "store",
+                    found: format!("{v:?}"),
+                    reads: format!("version {FORMAT_VERSION}"),
+                    hint: "",
+                })
             }
         }
         let dim = match schema.fields().first().map(|f| f.data_type()) {
@@ -465,7 +469,7 @@ impl Store {
         let len = b.metaDataLength() as usize + b.bodyLength() as usize;
         let data = self.buffer.slice_with_length(b.offset() as usize, len);
         check_buffers(&data, b.metaDataLength() as usize, b.bodyLength() as usize)
-            .map_err(|e| Error::bad(&self.path, format!("batch {i}: {e} (damaged)")))?;
+            .map_err(|e| Error::corrupt(&self.path, format!("batch {i}: {e} (damaged)")))?;
         let rb = self
             .decoder
             .read_record_batch(b, &data)

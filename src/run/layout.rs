@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, Optimizer};
+use crate::run::config::{Config, Optimizer};
 
 /// The config as run.
 pub const CONFIG: &str = "config.toml";

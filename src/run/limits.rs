@@ -10,13 +10,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::classify::Classifier;
-use crate::config::Config;
+use crate::data::ingest::Shape;
+use crate::data::patches::{grid, SAMPLE_CHUNK};
+use crate::encode::{Mode, FEATURE_BATCH, TILE_ROWS};
 use crate::error::{Error, Result};
-use crate::features::{Mode, FEATURE_BATCH, TILE_ROWS};
-use crate::ingest::Shape;
-use crate::patches::{grid, SAMPLE_CHUNK};
-use crate::sae::objective::{BLOCK, CACHE_BYTES};
+use crate::evaluate::classify::Classifier;
+use crate::learn::sae::objective::{BLOCK, CACHE_BYTES};
+use crate::run::config::Config;
 
 /// The program, libraries, mapped pages in flight and small buffers.
 pub const BASE: u64 = 96 << 20;

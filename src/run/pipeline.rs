@@ -1,44 +1,32 @@
-//! The stages of a run, each reading one artefact and writing the next, and `run`,
-//! which chains them from a [`Config`] into one run folder:
-//!
-//! ```text
-//! runs/<name>/config.toml            the config as run
-//!             patches.arrow          normalised training patches (+ image, x, y)
-//!             model.sae              network + normalisation
-//!             checkpoint.sled/       training checkpoints
-//!             loss.csv               training trace
-//!             filters.png patches.png
-//!             features/<set>-{train,test}.arrow
-//!             results.csv, .parquet  accuracy per feature set and classifier
-//!             confusion/<set>-<classifier>.csv
-//! ```
-//!
-//! With `cache_dir` set (sweeps), the store, model, checkpoints and features go to the
-//! cache under hashed names instead, and the run folder keeps the rest ([`Paths`]).
+//! The stages of a run, each reading one artefact and writing the next, and
+//! [`run_with`], which chains them from a [`Config`] into one run folder: open the
+//! data, then the stages of [`Run`] (patch store, model, feature sets, evaluation),
+//! each reusing a finished artefact of the same key or making it. Where each file
+//! lives and what its key is: [`crate::run::layout`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ndarray::s;
 
-use crate::checkpoint::Checkpoints;
-use crate::classify::{evaluate, Classifier, Standardiser};
-use crate::config::Config;
+use crate::data::ingest::resize::resized;
+use crate::data::ingest::synth::{write_dataset, SynthSpec};
+use crate::data::ingest::{Dataset, ImageSet, OpenOptions};
+use crate::data::patches::PatchSpec;
+use crate::data::store::{read_features, Kind, PatchMeta, Store};
 use crate::dist::{broadcast_value, Comm, Single};
+use crate::encode::{write_raw, Encoder};
 use crate::error::{Error, Result};
-use crate::features::{write_raw, Encoder};
-use crate::ingest::resize::resized;
-use crate::ingest::synth::{write_dataset, SynthSpec};
-use crate::ingest::{Dataset, ImageSet, OpenOptions};
-use crate::layout::{RunLayout, CONFIG, DONE, LOSS, RESULTS_CSV, RESULTS_PARQUET};
-use crate::metrics::write_confusion;
-use crate::model::Model;
-use crate::patches::PatchSpec;
+use crate::evaluate::classify::{evaluate, Classifier, Standardiser};
+use crate::evaluate::metrics::write_confusion;
+use crate::evaluate::results::Record;
+use crate::learn::checkpoint::Checkpoints;
+use crate::learn::model::Model;
+use crate::learn::sae::Architecture;
+use crate::learn::training::{train_resumable, CheckpointPolicy, TrainJob};
 use crate::progress::say;
-use crate::results::Record;
-use crate::sae::Architecture;
-use crate::store::{read_features, Kind, PatchMeta, Store};
-use crate::training::{train_resumable, CheckpointPolicy, TrainJob};
+use crate::run::config::Config;
+use crate::run::layout::{RunLayout, CONFIG, DONE, LOSS, RESULTS_CSV, RESULTS_PARQUET};
 
 /// The model file of a run.
 pub fn model_path(cfg: &Config) -> PathBuf {
@@ -81,8 +69,8 @@ fn open_data_as(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset>
     };
     let format = match &cfg.synth {
         Some(s) => match s.layout {
-            crate::ingest::synth::Layout::Cifar10 => crate::ingest::Format::Cifar10,
-            crate::ingest::synth::Layout::Stl10 => crate::ingest::Format::Stl10,
+            crate::data::ingest::synth::Layout::Cifar10 => crate::data::ingest::Format::Cifar10,
+            crate::data::ingest::synth::Layout::Stl10 => crate::data::ingest::Format::Stl10,
         },
         None => cfg.data.format,
     };
@@ -95,7 +83,7 @@ fn open_data_as(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset>
     };
     let mut ds = Dataset::open(format, &path, &opts)?;
     let side = cfg.data.resize;
-    if side > 0 && ds.train.shape() != crate::ingest::Shape::rgb(side) {
+    if side > 0 && ds.train.shape() != crate::data::ingest::Shape::rgb(side) {
         let dir = &paths.images;
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let t = Instant::now();
@@ -215,14 +203,14 @@ fn reuse_or_make<T>(
 pub struct Run<'a> {
     cfg: &'a Config,
     layout: RunLayout,
-    plan: crate::limits::Plan,
+    plan: crate::run::limits::Plan,
     comm: &'a dyn Comm,
     started: Instant,
 }
 
 impl<'a> Run<'a> {
-    fn stage(&self, name: &'static str) -> crate::limits::Stage {
-        crate::limits::Stage::begin(name, &self.plan, self.cfg.max_memory)
+    fn stage(&self, name: &'static str) -> crate::run::limits::Stage {
+        crate::run::limits::Stage::begin(name, &self.plan, self.cfg.max_memory)
     }
 
     /// Stage 1: the patch store (rank 0 writes it; every rank opens it).
@@ -242,7 +230,7 @@ impl<'a> Run<'a> {
                     let cfg = self.cfg;
                     let norm = cfg.patches.norm_spec();
                     let (unlabeled, chunk) = (&ds.unlabeled, cfg.train.chunk);
-                    crate::patches::sample_patches(unlabeled, spec, norm, path, chunk, key)?;
+                    crate::data::patches::sample_patches(unlabeled, spec, norm, path, chunk, key)?;
                     m.end();
                     Ok(())
                 },
@@ -286,7 +274,7 @@ impl<'a> Run<'a> {
                 m.end();
                 let mut model = trained.model;
                 model.header.config = l.hashes.training.clone();
-                crate::checkpoint::crash_point("before-model");
+                crate::learn::checkpoint::crash_point("before-model");
                 if root {
                     model.save(&l.model)?;
                 }
@@ -312,7 +300,7 @@ impl<'a> Run<'a> {
         ds: &Dataset,
         name: &str,
         step: usize,
-        mode: crate::features::Mode,
+        mode: crate::encode::Mode,
     ) -> Result<()> {
         for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
             let out = self.layout.feature(name, split);
@@ -367,7 +355,7 @@ impl<'a> Run<'a> {
                 dim: xtr.ncols() as u64,
                 classify_seconds: secs,
                 run_seconds: self.started.elapsed().as_secs_f64(),
-                peak_rss_kb: crate::limits::peak_rss_kb(),
+                peak_rss_kb: crate::run::limits::peak_rss_kb(),
                 ..row.clone()
             });
         }
@@ -423,7 +411,7 @@ fn prepare(cfg: &Config, l: &RunLayout, restart: bool) -> Result<Checkpoints> {
 pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf, Vec<Record>)> {
     let started = Instant::now();
     // Peak memory is reported per run, not over every run a sweep made before it.
-    crate::limits::reset_peak();
+    crate::run::limits::reset_peak();
     let root = comm.is_root();
     let layout = RunLayout::of(cfg);
     let ckpt = if root {
@@ -460,14 +448,14 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         seed: cfg.seed,
     };
     spec.check(shape)?;
-    let size = crate::limits::DataSize {
+    let size = crate::run::limits::DataSize {
         shape,
         unlabeled: ds.unlabeled.len(),
         train: ds.train.len(),
         test: ds.test.len(),
         classes: ds.classes.len(),
     };
-    let plan = crate::limits::plan(cfg, size, cfg.max_memory)?;
+    let plan = crate::run::limits::plan(cfg, size, cfg.max_memory)?;
     if cfg.max_memory > 0 {
         let est: Vec<String> = plan
             .stages
@@ -552,11 +540,11 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
                 ..shared.clone()
             };
             results.extend(run.evaluate(&cfg.classify.classifiers, &row, &ds.classes)?);
-            crate::results::write(&dir, &results)?;
+            crate::evaluate::results::write(&dir, &results)?;
         }
     }
     if root {
-        crate::results::write(&dir, &results)?;
+        crate::evaluate::results::write(&dir, &results)?;
     }
     comm.barrier();
     Ok((dir, results))
@@ -568,7 +556,7 @@ pub fn encode_shared(
     enc: &Encoder,
     set: &ImageSet,
     step: usize,
-    mode: crate::features::Mode,
+    mode: crate::encode::Mode,
     out: &Path,
     label: &str,
     comm: &dyn Comm,
@@ -583,7 +571,7 @@ pub fn encode_shared(
     let mut rows = 0;
     if comm.is_root() {
         let parts: Vec<PathBuf> = (0..comm.size()).map(part).collect();
-        rows = crate::store::concat(&parts, Kind::Features, out)?;
+        rows = crate::data::store::concat(&parts, Kind::Features, out)?;
         for p in &parts {
             let _ = std::fs::remove_file(p);
         }
@@ -596,9 +584,9 @@ pub fn encode_shared(
 pub fn draw(model: &Model, store: &Store, l: &RunLayout) -> Result<()> {
     let p = model.header.patch;
     let ch = model.header.channels;
-    crate::show::grid_png(model.net.weight(0), p, ch, &l.filters_png())?;
+    crate::report::show::grid_png(model.net.weight(0), p, ch, &l.filters_png())?;
     let b = store.batch(0)?;
     let v = b.values();
     let n = v.nrows().min(100);
-    crate::show::grid_png(v.slice(s![..n, ..]), p, ch, &l.patches_png())
+    crate::report::show::grid_png(v.slice(s![..n, ..]), p, ch, &l.patches_png())
 }

@@ -14,9 +14,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{affine, sigmoid_inplace, Architecture, Decoder, Real};
+use crate::data::store::Rows;
 use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
-use crate::store::Rows;
 
 /// Default largest first-layer activation cache kept between the two passes of an
 /// evaluation (a memory budget may lower it: [`Objective::with_cache_bytes`]). Bounded, so memory stays independent
@@ -336,7 +336,7 @@ fn block_gradient<F: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryRows;
+    use crate::data::store::MemoryRows;
 
     fn data(m: usize, d: usize) -> Array2<f32> {
         let mut r = crate::rng::stream(1, crate::rng::Stream::Patches, 0);

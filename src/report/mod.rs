@@ -1,14 +1,17 @@
-//! Reports: a result table ([`crate::results`]) turned into study-style markdown
+//! Reports: a result table ([`crate::evaluate::results`]) turned into study-style markdown
 //! tables, plots (accuracy vs step per classifier, accuracy vs number of patches, loss
 //! curves; PNG and SVG) and one static HTML page that shows them, openable from disk.
+
+pub mod plot;
+pub mod show;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::plot::{Figure, Series};
-use crate::results::Record;
+use crate::evaluate::results::Record;
+use crate::report::plot::{Figure, Series};
 
 /// Grid keys that are an axis of a plot rather than part of a series' name.
 const STEP_KEYS: [&str; 1] = ["features.steps"];
@@ -266,12 +269,12 @@ fn html(title: &str, md: &str, plots: &[String]) -> String {
 /// sweep folder holding one) into `<folder>/report/`.
 pub fn write_report(table: &Path) -> Result<Report> {
     let path = if table.is_dir() {
-        table.join(crate::layout::RESULTS_PARQUET)
+        table.join(crate::run::layout::RESULTS_PARQUET)
     } else {
         table.to_path_buf()
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let records = crate::results::read(&path)?;
+    let records = crate::evaluate::results::read(&path)?;
     if records.is_empty() {
         return Err(Error::bad(&path, "the result table has no rows"));
     }
@@ -306,7 +309,7 @@ pub fn write_report(table: &Path) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::tests::record;
+    use crate::evaluate::results::tests::record;
 
     #[test]
     fn report_has_table_plots_and_page() {
@@ -322,7 +325,7 @@ mod tests {
             recs.push(record(run, Some(step), "rf", 0.3 + step as f64 / 100.0));
             recs.push(record(run, Some(step), "lr", 0.2));
         }
-        crate::results::write(d.path(), &recs).unwrap();
+        crate::evaluate::results::write(d.path(), &recs).unwrap();
         let rep = write_report(d.path()).unwrap();
         assert!(rep.markdown.contains("| rf | lr |"), "{}", rep.markdown);
         assert!(
@@ -352,7 +355,7 @@ mod tests {
         let recs = vec![record("r", Some(8), "rf", 0.3)];
         std::fs::create_dir_all(d.path().join("runs/r")).unwrap();
         std::fs::write(d.path().join("runs/r/loss.csv"), "header\nnot,a,row\n").unwrap();
-        crate::results::write(d.path(), &recs).unwrap();
+        crate::evaluate::results::write(d.path(), &recs).unwrap();
         let e = write_report(d.path()).unwrap_err().to_string();
         assert!(e.contains("loss.csv") && e.contains("line 2"), "{e}");
     }

@@ -115,16 +115,15 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
         Column::new("peak_rss_kb".into(), u64s(&|r| r.peak_rss_kb)),
         Column::new("loss_csv".into(), strs(&|r| r.loss_csv.clone())),
     ]);
-    DataFrame::new_infer_height(cols)
-        .map_err(|e| Error::Numeric(format!("cannot build the result table: {e}")))
+    Ok(DataFrame::new_infer_height(cols)?)
 }
 
 /// Writes `<dir>/results.parquet` and `<dir>/results.csv`, each atomically.
 pub fn write(dir: &Path, records: &[Record]) -> Result<()> {
     let mut df = frame(records)?;
     for (name, parquet) in [
-        (crate::layout::RESULTS_PARQUET, true),
-        (crate::layout::RESULTS_CSV, false),
+        (crate::run::layout::RESULTS_PARQUET, true),
+        (crate::run::layout::RESULTS_CSV, false),
     ] {
         let path = dir.join(name);
         let mut buf = Vec::new();

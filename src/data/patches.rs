@@ -13,12 +13,12 @@ use ndarray::{Array2, Axis};
 use rand::RngExt;
 use rayon::prelude::*;
 
+use crate::data::ingest::{ImageSet, Shape};
+use crate::data::preprocess::{Fitter, NormSpec, Normaliser};
+use crate::data::store::{Kind, PatchMeta, StoreWriter};
 use crate::error::{Error, Result};
-use crate::ingest::{ImageSet, Shape};
-use crate::preprocess::{Fitter, NormSpec, Normaliser};
 use crate::progress::Progress;
 use crate::rng::{stream, Stream};
-use crate::store::{Kind, PatchMeta, StoreWriter};
 
 /// Patches per sampling chunk.
 pub const SAMPLE_CHUNK: usize = 16_384;

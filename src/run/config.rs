@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Classifier, ClassifyParams};
+use crate::data::ingest::synth::Layout;
+use crate::data::ingest::Format;
+use crate::data::preprocess::NormSpec;
+use crate::encode::{Code, Mode};
 use crate::error::{Error, Result};
-use crate::features::{Code, Mode};
-use crate::ingest::synth::Layout;
-use crate::ingest::Format;
-use crate::optim::LbfgsParams;
-use crate::preprocess::NormSpec;
-use crate::sae::objective::Penalty;
-use crate::sae::Decoder;
+use crate::evaluate::classify::{Classifier, ClassifyParams};
+use crate::learn::optim::LbfgsParams;
+use crate::learn::sae::objective::Penalty;
+use crate::learn::sae::Decoder;
 
 /// A whole run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -405,8 +405,8 @@ impl TrainConfig {
     }
 
     /// Mini-batch parameters, unless the optimiser is L-BFGS.
-    pub fn minibatch(&self) -> Option<crate::minibatch::MinibatchParams> {
-        use crate::minibatch::{Method, MinibatchParams};
+    pub fn minibatch(&self) -> Option<crate::learn::minibatch::MinibatchParams> {
+        use crate::learn::minibatch::{Method, MinibatchParams};
         let method = match self.optimizer {
             Optimizer::Lbfgs => return None,
             Optimizer::Sgd => Method::Sgd {
@@ -550,7 +550,7 @@ impl ClassifyConfig {
         ClassifyParams {
             rf_trees: self.rf_trees,
             lr_alpha: self.lr_alpha,
-            linear: crate::linear::LinearParams {
+            linear: crate::evaluate::linear::LinearParams {
                 l2: self.l2.clone(),
                 validation: self.validation,
                 max_iter: self.max_iter,
@@ -586,7 +586,9 @@ impl Config {
             return bad("data.path", "is required unless [synth] generates the data");
         }
         if self.data.pixel_order != "auto" {
-            self.data.pixel_order.parse::<crate::ingest::PixelOrder>()?;
+            self.data
+                .pixel_order
+                .parse::<crate::data::ingest::PixelOrder>()?;
         }
         if !(0.0..0.9).contains(&self.data.holdout) {
             return bad("data.holdout", "must lie in [0, 0.9)");

@@ -17,13 +17,13 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::ingest::{ImageSet, Shape};
+use crate::data::patches::grid;
+use crate::data::preprocess::Normaliser;
+use crate::data::store::{Kind, StoreWriter};
 use crate::error::{Error, Result};
-use crate::ingest::{ImageSet, Shape};
-use crate::patches::grid;
-use crate::preprocess::Normaliser;
+use crate::learn::sae::{affine, encode, sigmoid_inplace, Network};
 use crate::progress::Progress;
-use crate::sae::{affine, encode, sigmoid_inplace, Network};
-use crate::store::{Kind, StoreWriter};
 
 /// Default patch rows per tile (a memory budget may lower it:
 /// [`Encoder::with_tile_rows`]): a tile holds this many patches (at least one image).

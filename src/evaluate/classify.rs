@@ -1,6 +1,6 @@
 //! Classifiers on image features: smartcore's random forest and logistic regression
-//! (the study's pair) and the [`crate::linear`] softmax and L2-SVM that scale to wide
-//! features, scored by [`crate::metrics`].
+//! (the study's pair) and the [`crate::evaluate::linear`] softmax and L2-SVM that scale to wide
+//! features, scored by [`crate::evaluate::metrics`].
 //!
 //! smartcore types stay inside this module; the rest of `sae` passes ndarray matrices
 //! and u32 labels. Features are standardised by the caller ([`Standardiser`], fitted on
@@ -16,8 +16,8 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 use crate::error::{Error, Result};
-use crate::linear::{self, LinearParams, Loss};
-use crate::metrics::{score, Evaluation};
+use crate::evaluate::linear::{self, LinearParams, Loss};
+use crate::evaluate::metrics::{score, Evaluation};
 
 /// A classifier kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ mod tests {
         let (x0, y0) = (xtr.clone(), ytr.clone());
         let p = ClassifyParams {
             rf_trees: 20,
-            ..crate::config::ClassifyConfig::default().params(0)
+            ..crate::run::config::ClassifyConfig::default().params(0)
         };
         for c in [
             Classifier::Rf,
@@ -227,7 +227,7 @@ mod tests {
         let (xte, yte) = blobs(9, 2);
         let r = evaluate(
             Classifier::Lr,
-            &crate::config::ClassifyConfig::default().params(0),
+            &crate::run::config::ClassifyConfig::default().params(0),
             &mut xtr,
             &mut ytr,
             &xte,

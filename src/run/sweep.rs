@@ -17,16 +17,16 @@
 //! once. A run that finished has `done.json`; a restarted sweep skips it, and an
 //! interrupted run resumes from its checkpoint. The rows of every finished run are
 //! gathered into `<out_dir>/<name>/results.parquet` and `results.csv`, one column per
-//! grid key ([`crate::results`]); `sae report` draws them.
+//! grid key ([`crate::evaluate::results`]); `sae report` draws them.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
 use crate::progress::say;
+use crate::run::config::Config;
 
 /// A sweep file.
 #[derive(Clone, Debug, Deserialize)]
@@ -195,7 +195,7 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
     let n = runs.len();
     let mut groups: Vec<String> = Vec::new();
     for r in &runs {
-        let h = crate::layout::Hashes::of(&r.config).patches;
+        let h = crate::run::layout::Hashes::of(&r.config).patches;
         if !groups.contains(&h) {
             groups.push(h);
         }
@@ -203,12 +203,12 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
     for (k, r) in runs.iter().enumerate() {
         let g = groups
             .iter()
-            .position(|h| *h == crate::layout::Hashes::of(&r.config).patches)
+            .position(|h| *h == crate::run::layout::Hashes::of(&r.config).patches)
             .expect("every run has a group");
         if g % comm.size() != comm.rank() {
             continue;
         }
-        let done = r.config.run_dir().join(crate::layout::DONE);
+        let done = r.config.run_dir().join(crate::run::layout::DONE);
         if done.exists() {
             say(format!(
                 "sweep: run {}/{n} {} already done",
@@ -219,17 +219,17 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
         }
         say(format!("sweep: run {}/{n} {}", k + 1, r.config.name));
         let t = std::time::Instant::now();
-        let (dir, _) = crate::pipeline::run(&r.config, false)?;
-        let model = crate::model::Model::load(&crate::pipeline::model_path(&r.config))?;
+        let (dir, _) = crate::run::pipeline::run(&r.config, false)?;
+        let model = crate::learn::model::Model::load(&crate::run::pipeline::model_path(&r.config))?;
         let rec = RunRecord {
             name: r.config.name.clone(),
             values: r.values.clone(),
             final_loss: model.header.loss,
             seconds: t.elapsed().as_secs_f64(),
-            peak_rss_kb: crate::limits::peak_rss_kb(),
+            peak_rss_kb: crate::run::limits::peak_rss_kb(),
         };
         let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
-        crate::fsio::write_atomic(&dir.join(crate::layout::DONE), &json)?;
+        crate::fsio::write_atomic(&dir.join(crate::run::layout::DONE), &json)?;
     }
     comm.barrier();
     if comm.is_root() {
@@ -244,14 +244,16 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
     let mut all = Vec::new();
     for r in runs {
         let dir = r.config.run_dir();
-        let done = dir.join(crate::layout::DONE);
+        let done = dir.join(crate::run::layout::DONE);
         let Ok(text) = std::fs::read(&done) else {
             continue;
         };
         let rec: RunRecord = serde_json::from_slice(&text)
             .map_err(|e| Error::bad(&done, format!("unreadable: {e}")))?;
         let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
-        for mut row in crate::results::read(&dir.join(crate::layout::RESULTS_PARQUET))? {
+        for mut row in
+            crate::evaluate::results::read(&dir.join(crate::run::layout::RESULTS_PARQUET))?
+        {
             row.run = rec.name.clone();
             row.grid = rec.values.clone();
             row.loss_csv = rel.join(&row.loss_csv).display().to_string();
@@ -260,5 +262,5 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
             all.push(row);
         }
     }
-    crate::results::write(root, &all)
+    crate::evaluate::results::write(root, &all)
 }

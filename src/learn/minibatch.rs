@@ -9,12 +9,12 @@ use ndarray::Axis;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::data::store::{MemoryRows, Store};
 use crate::dist::Comm;
 use crate::error::{Error, Result};
+use crate::learn::sae::objective::{Objective, Penalty};
+use crate::learn::sae::Architecture;
 use crate::rng::{stream, Stream};
-use crate::sae::objective::{Objective, Penalty};
-use crate::sae::Architecture;
-use crate::store::{MemoryRows, Store};
 
 /// Rows per parallel work item within a mini-batch: small enough that a mini-batch
 /// of a thousand rows keeps every core busy, fixed so results do not depend on the

@@ -5,9 +5,9 @@ use ndarray::Array2;
 
 use super::objective::{Objective, Penalty};
 use super::{Architecture, Decoder};
+use crate::data::store::MemoryRows;
 use crate::error::Result;
 use crate::rng::{stream, uniform, Stream};
-use crate::store::MemoryRows;
 
 /// One network's check.
 #[derive(Clone, Debug)]

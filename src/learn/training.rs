@@ -6,17 +6,17 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
-use crate::config::TrainConfig;
+use crate::data::store::{PatchMeta, Shard, Store};
 use crate::dist::{broadcast_value, Comm, Single};
 use crate::error::{Error, Result};
-use crate::minibatch::{run_epoch, steps_per_epoch, MinibatchParams, MinibatchState};
-use crate::model::{Header, Model};
-use crate::optim::{LbfgsParams, LbfgsState, Stop};
+use crate::learn::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
+use crate::learn::minibatch::{run_epoch, steps_per_epoch, MinibatchParams, MinibatchState};
+use crate::learn::model::{Header, Model};
+use crate::learn::optim::{LbfgsParams, LbfgsState, Stop};
+use crate::learn::sae::objective::{Objective, Penalty};
+use crate::learn::sae::{Architecture, Network};
 use crate::progress::{say, Progress};
-use crate::sae::objective::{Objective, Penalty};
-use crate::sae::{Architecture, Network};
-use crate::store::{PatchMeta, Shard, Store};
+use crate::run::config::TrainConfig;
 
 /// Result of a training run.
 pub struct Trained {
@@ -53,7 +53,7 @@ pub struct TrainJob {
     pub train: TrainConfig,
     /// Seed of the initial weights (and mini-batch order).
     pub seed: u64,
-    /// Largest first-layer activation cache, bytes ([`crate::limits::Plan`]).
+    /// Largest first-layer activation cache, bytes ([`crate::run::limits::Plan`]).
     pub cache_bytes: usize,
 }
 
@@ -65,7 +65,7 @@ impl TrainJob {
             penalty,
             train,
             seed,
-            cache_bytes: crate::sae::objective::CACHE_BYTES,
+            cache_bytes: crate::learn::sae::objective::CACHE_BYTES,
         }
     }
 

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::minibatch::MinibatchState;
-use crate::optim::LbfgsState;
+use crate::learn::minibatch::MinibatchState;
+use crate::learn::optim::LbfgsState;
 
 /// Checkpoint body format version (2 added [`Checkpoint::ended`]).
 pub const VERSION: u32 = 2;
@@ -165,14 +165,13 @@ impl Checkpoints {
                 let m: Meta = serde_json::from_slice(&m)
                     .map_err(|e| Error::bad(path, format!("unreadable meta: {e}")))?;
                 if !READS.contains(&m.version) {
-                    return Err(Error::bad(
-                        path,
-                        format!(
-                            "incompatible checkpoint version {}; this build reads {READS:?} \
-                             (use --restart to begin afresh)",
-                            m.version
-                        ),
-                    ));
+                    return Err(Error::Incompatible {
+                        path: path.to_path_buf(),
+                        what: "checkpoint",
+                        found: m.version.to_string(),
+                        reads: format!("{READS:?}"),
+                        hint: " (use --restart to begin afresh)",
+                    });
                 }
                 if m.config_hash != config_hash {
                     return Err(Error::bad(
@@ -293,14 +292,20 @@ pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
     }
     let version = u32::from_le_bytes(blob[..4].try_into().expect("4 bytes"));
     if !READS.contains(&version) {
-        return Err(Error::bad(
-            path,
-            format!("incompatible checkpoint version {version}; this build reads {READS:?}"),
-        ));
+        return Err(Error::Incompatible {
+            path: path.to_path_buf(),
+            what: "checkpoint",
+            found: version.to_string(),
+            reads: format!("{READS:?}"),
+            hint: "",
+        });
     }
     let crc = u32::from_le_bytes(blob[4..8].try_into().expect("4 bytes"));
     if crc32fast::hash(&blob[8..]) != crc {
-        return Err(Error::bad(path, "checkpoint checksum mismatch (damaged)"));
+        return Err(Error::corrupt(
+            path,
+            "checkpoint checksum mismatch (damaged)",
+        ));
     }
     // The limit keeps a damaged length prefix from asking for more than the blob holds.
     use bincode::Options;

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::preprocess::Normaliser;
 use crate::error::{Error, Result};
-use crate::preprocess::Normaliser;
-use crate::sae::{Architecture, Network};
+use crate::learn::sae::{Architecture, Network};
 
 const MAGIC: &[u8; 8] = b"SAEMODEL";
 /// Model format version.
@@ -76,14 +76,20 @@ impl Model {
         }
         let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
         if version != VERSION {
-            return Err(Error::bad(
-                path,
-                format!("incompatible model version {version}; this build reads {VERSION}"),
-            ));
+            return Err(Error::Incompatible {
+                path: path.to_path_buf(),
+                what: "model",
+                found: version.to_string(),
+                reads: VERSION.to_string(),
+                hint: "",
+            });
         }
         let (body, crc) = buf.split_at(buf.len() - 4);
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err(bad("checksum mismatch (damaged or truncated)"));
+            return Err(Error::corrupt(
+                path,
+                "checksum mismatch (damaged or truncated)",
+            ));
         }
         let hlen = u64::from_le_bytes(buf[12..20].try_into().expect("8 bytes")) as usize;
         if hlen > body.len() - 20 {
