@@ -10,7 +10,6 @@
 //! rows. Tiles are processed in parallel a group at a time and written in image order,
 //! so memory is a few tiles whatever the number of images and the step.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray};
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::ingest::{ImageSet, Shape};
 use crate::data::patches::grid;
 use crate::data::preprocess::Normaliser;
-use crate::data::store::{Kind, StoreWriter};
+use crate::data::store::{FeatureMeta, Kind, StoreWriter};
 use crate::error::{Error, Result};
 use crate::learn::sae::{affine, encode, sigmoid_inplace, Network};
 use crate::progress::Progress;
@@ -296,9 +295,11 @@ impl Encoder {
         let labels = set
             .labels()
             .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;
-        let mut meta = HashMap::new();
-        meta.insert("sae.step".into(), step.to_string());
-        meta.insert("sae.mode".into(), mode.name().into());
+        let meta = FeatureMeta {
+            step: Some(step),
+            mode: mode.name().into(),
+        }
+        .entries();
         let dim = self.feature_dim(s, step, mode);
         let mut w = StoreWriter::create(path, Kind::Features, dim, FEATURE_BATCH, &meta)?;
         let end = range.end.min(set.len());
@@ -347,8 +348,11 @@ pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
     let labels = set
         .labels()
         .ok_or_else(|| Error::bad(set.name(), "images have no labels"))?;
-    let mut meta = HashMap::new();
-    meta.insert("sae.mode".into(), "raw".into());
+    let meta = FeatureMeta {
+        step: None,
+        mode: "raw".into(),
+    }
+    .entries();
     let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), FEATURE_BATCH, &meta)?;
     let mut hwc = vec![0u8; s.pixels()];
     let mut row = vec![0f32; s.pixels()];

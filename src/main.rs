@@ -459,9 +459,12 @@ fn cmd_show(
 }
 
 fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
-    if a.step == 0 {
-        return Err(sae::Error::config("features.steps", "steps must be at least 1").into());
+    FeatureConfig {
+        steps: vec![a.step],
+        modes: vec![a.mode],
+        ..FeatureConfig::default()
     }
+    .check()?;
     let m = Model::load(&a.model)?;
     let ds = Dataset::open(a.format, &a.data, &OpenOptions::default())?;
     std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;

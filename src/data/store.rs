@@ -272,6 +272,30 @@ impl PatchMeta {
     }
 }
 
+/// What a feature store records about how its rows were made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureMeta {
+    /// Grid step (none for raw pixels).
+    pub step: Option<usize>,
+    /// Feature mode (`pool`, `concat`, `raw`).
+    pub mode: String,
+}
+
+impl FeatureMeta {
+    const STEP: &'static str = "sae.step";
+    const MODE: &'static str = "sae.mode";
+
+    /// The metadata entries to write.
+    pub fn entries(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        if let Some(s) = self.step {
+            m.insert(Self::STEP.into(), s.to_string());
+        }
+        m.insert(Self::MODE.into(), self.mode.clone());
+        m
+    }
+}
+
 /// A store opened for reading through a memory map.
 pub struct Store {
     path: PathBuf,

@@ -180,6 +180,24 @@ fn auto() -> String {
     "auto".into()
 }
 
+impl DataConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if self.pixel_order != "auto" {
+            self.pixel_order
+                .parse::<crate::data::ingest::PixelOrder>()?;
+        }
+        if !(0.0..0.9).contains(&self.holdout) {
+            return bad("data.holdout", "must lie in [0, 0.9)");
+        }
+        if self.label_base.is_some_and(|b| b > 1) {
+            return bad("data.label_base", "must be 0 or 1");
+        }
+        Ok(())
+    }
+}
+
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
@@ -492,6 +510,18 @@ impl EncoderKind {
 }
 
 impl FeatureConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if self.steps.contains(&0) {
+            return bad("features.steps", "steps must be at least 1");
+        }
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            return bad("features.alpha", "must be a non-negative number");
+        }
+        Ok(())
+    }
+
     /// The code the encoder computes.
     pub fn code(&self) -> Code {
         match self.encoder {
@@ -545,6 +575,24 @@ impl Default for ClassifyConfig {
 }
 
 impl ClassifyConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(k, m));
+        if self.rf_trees == 0 {
+            return bad("classify.rf_trees", "must be at least 1");
+        }
+        if self.l2.is_empty() || self.l2.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
+            return bad("classify.l2", "needs at least one non-negative value");
+        }
+        if !(0.0..0.9).contains(&self.validation) {
+            return bad("classify.validation", "must lie in [0, 0.9)");
+        }
+        if self.max_iter == 0 {
+            return bad("classify.max_iter", "must be at least 1");
+        }
+        Ok(())
+    }
+
     /// Parameters with `seed`.
     pub fn params(&self, seed: u64) -> ClassifyParams {
         ClassifyParams {
@@ -585,17 +633,7 @@ impl Config {
         if self.synth.is_none() && self.data.path.as_os_str().is_empty() {
             return bad("data.path", "is required unless [synth] generates the data");
         }
-        if self.data.pixel_order != "auto" {
-            self.data
-                .pixel_order
-                .parse::<crate::data::ingest::PixelOrder>()?;
-        }
-        if !(0.0..0.9).contains(&self.data.holdout) {
-            return bad("data.holdout", "must lie in [0, 0.9)");
-        }
-        if self.data.label_base.is_some_and(|b| b > 1) {
-            return bad("data.label_base", "must be 0 or 1");
-        }
+        self.data.check()?;
         if let Some(s) = &self.synth {
             if s.train == 0 || s.test == 0 {
                 return bad("synth", "train and test need at least one image");
@@ -615,26 +653,8 @@ impl Config {
             );
         }
         self.train.check()?;
-        if self.features.steps.contains(&0) {
-            return bad("features.steps", "steps must be at least 1");
-        }
-        if !(self.features.alpha >= 0.0 && self.features.alpha.is_finite()) {
-            return bad("features.alpha", "must be a non-negative number");
-        }
-        if self.classify.rf_trees == 0 {
-            return bad("classify.rf_trees", "must be at least 1");
-        }
-        let c = &self.classify;
-        if c.l2.is_empty() || c.l2.iter().any(|v| !(*v >= 0.0 && v.is_finite())) {
-            return bad("classify.l2", "needs at least one non-negative value");
-        }
-        if !(0.0..0.9).contains(&c.validation) {
-            return bad("classify.validation", "must lie in [0, 0.9)");
-        }
-        if c.max_iter == 0 {
-            return bad("classify.max_iter", "must be at least 1");
-        }
-        Ok(())
+        self.features.check()?;
+        self.classify.check()
     }
 
     /// The run folder.
