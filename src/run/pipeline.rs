@@ -404,29 +404,21 @@ fn prepare(cfg: &Config, l: &RunLayout, restart: bool) -> Result<Checkpoints> {
     Ok(ckpt)
 }
 
-/// [`run`] on every rank of `comm`. Rank 0 writes the shared files (data copies, patch
-/// store, checkpoints, model, features, tables) and classifies; every rank trains on
-/// its shard of the patch store and encodes its share of the images. Ranks other than
-/// 0 return no results.
-pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf, Vec<Record>)> {
-    let started = Instant::now();
-    // Peak memory is reported per run, not over every run a sweep made before it.
-    crate::run::limits::reset_peak();
-    let root = comm.is_root();
-    let layout = RunLayout::of(cfg);
-    let ckpt = if root {
-        Some(prepare(cfg, &layout, restart)?)
-    } else {
-        None
-    };
-    // Rank 0 writes any data copies first; the others open what it wrote.
-    let ds = if root {
-        let ds = open_data_as(cfg, &layout, true)?;
+/// Opens the run's data (rank 0 writes any data copies first; the others open what
+/// it wrote), says what was found, and checks every key against it and the memory
+/// budget before the first heavy stage.
+fn open_and_plan(
+    cfg: &Config,
+    layout: &RunLayout,
+    comm: &dyn Comm,
+) -> Result<(Dataset, PatchSpec, crate::run::limits::Plan)> {
+    let ds = if comm.is_root() {
+        let ds = open_data_as(cfg, layout, true)?;
         comm.barrier();
         ds
     } else {
         comm.barrier();
-        open_data_as(cfg, &layout, false)?
+        open_data_as(cfg, layout, false)?
     };
     for n in &ds.notes {
         say(format!("data: {n}"));
@@ -441,7 +433,6 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         shape.width,
         shape.channels
     ));
-    // Every key is checked before the first heavy stage.
     let spec = PatchSpec {
         size: cfg.patches.size,
         count: cfg.patches.count,
@@ -468,8 +459,95 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
             est.join(", ")
         ));
     }
+    Ok((ds, spec, plan))
+}
+
+impl Run<'_> {
+    /// Stages 3 and 4 for every feature set of the config (and the raw-pixel baseline):
+    /// encode, classify, and keep the result table up to date.
+    fn features_and_evaluation(&self, model: &Model, ds: &Dataset) -> Result<Vec<Record>> {
+        let (cfg, root) = (self.cfg, self.comm.is_root());
+        let hidden: Vec<String> = cfg.model.hidden.iter().map(|h| h.to_string()).collect();
+        let shared = Record {
+            run: cfg.name.clone(),
+            grid: Vec::new(),
+            features: "raw".into(),
+            classifier: String::new(),
+            accuracy: f64::NAN,
+            dim: 0,
+            step: None,
+            mode: "raw".into(),
+            code: "raw".into(),
+            patches: cfg.patches.count as u64,
+            hidden: hidden.join("-"),
+            final_loss: model.header.loss,
+            iterations: model.header.iterations as u64,
+            stop: model.header.stop.clone(),
+            classify_seconds: 0.0,
+            run_seconds: 0.0,
+            peak_rss_kb: 0,
+            loss_csv: LOSS.into(),
+        };
+        let mut results = Vec::new();
+        if cfg.classify.raw_baseline && root {
+            for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
+                let out = self.layout.feature("raw", split);
+                if !out.exists() {
+                    write_raw(set, &out)?;
+                }
+            }
+            let which = cfg
+                .classify
+                .raw_classifiers
+                .as_ref()
+                .unwrap_or(&cfg.classify.classifiers);
+            results.extend(self.evaluate(which, &shared, &ds.classes)?);
+        }
+        let code = cfg.features.code();
+        let enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch)
+            .with_code(code)
+            .with_tile_rows(self.plan.tile_rows);
+        for &step in &cfg.features.steps {
+            for &mode in &cfg.features.modes {
+                let name = format!("step{step}-{}{}", mode.name(), code.tag());
+                self.feature_set(&enc, ds, &name, step, mode)?;
+                if !root {
+                    continue;
+                }
+                let row = Record {
+                    features: name.clone(),
+                    step: Some(step as u64),
+                    mode: mode.name().into(),
+                    code: cfg.features.encoder.name().into(),
+                    ..shared.clone()
+                };
+                results.extend(self.evaluate(&cfg.classify.classifiers, &row, &ds.classes)?);
+                crate::evaluate::results::write(&self.layout.dir, &results)?;
+            }
+        }
+        if root {
+            crate::evaluate::results::write(&self.layout.dir, &results)?;
+        }
+        Ok(results)
+    }
+}
+
+/// [`run`] on every rank of `comm`. Rank 0 writes the shared files (data copies, patch
+/// store, checkpoints, model, features, tables) and classifies; every rank trains on
+/// its shard of the patch store and encodes its share of the images. Ranks other than
+/// 0 return no results.
+pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf, Vec<Record>)> {
+    let started = Instant::now();
+    // Peak memory is reported per run, not over every run a sweep made before it.
+    crate::run::limits::reset_peak();
+    let layout = RunLayout::of(cfg);
+    let ckpt = match comm.is_root() {
+        true => Some(prepare(cfg, &layout, restart)?),
+        false => None,
+    };
+    let (ds, spec, plan) = open_and_plan(cfg, &layout, comm)?;
     let arch = Architecture::new(
-        spec.dim(shape.channels),
+        spec.dim(ds.train.shape().channels),
         &cfg.model.hidden,
         cfg.model.sparse_layer,
         cfg.model.decoder,
@@ -483,71 +561,9 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
     };
     let store = run.patch_store(&ds, &spec)?;
     let model = run.model(&store, arch, ckpt.as_ref())?;
-
-    let dir = run.layout.dir.clone();
-    let mut results = Vec::new();
-    let hidden: Vec<String> = cfg.model.hidden.iter().map(|h| h.to_string()).collect();
-    let shared = Record {
-        run: cfg.name.clone(),
-        grid: Vec::new(),
-        features: "raw".into(),
-        classifier: String::new(),
-        accuracy: f64::NAN,
-        dim: 0,
-        step: None,
-        mode: "raw".into(),
-        code: "raw".into(),
-        patches: cfg.patches.count as u64,
-        hidden: hidden.join("-"),
-        final_loss: model.header.loss,
-        iterations: model.header.iterations as u64,
-        stop: model.header.stop.clone(),
-        classify_seconds: 0.0,
-        run_seconds: 0.0,
-        peak_rss_kb: 0,
-        loss_csv: LOSS.into(),
-    };
-    if cfg.classify.raw_baseline && root {
-        for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
-            let out = run.layout.feature("raw", split);
-            if !out.exists() {
-                write_raw(set, &out)?;
-            }
-        }
-        let which = cfg
-            .classify
-            .raw_classifiers
-            .as_ref()
-            .unwrap_or(&cfg.classify.classifiers);
-        results.extend(run.evaluate(which, &shared, &ds.classes)?);
-    }
-    let code = cfg.features.code();
-    let enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch)
-        .with_code(code)
-        .with_tile_rows(run.plan.tile_rows);
-    for &step in &cfg.features.steps {
-        for &mode in &cfg.features.modes {
-            let name = format!("step{step}-{}{}", mode.name(), code.tag());
-            run.feature_set(&enc, &ds, &name, step, mode)?;
-            if !root {
-                continue;
-            }
-            let row = Record {
-                features: name.clone(),
-                step: Some(step as u64),
-                mode: mode.name().into(),
-                code: cfg.features.encoder.name().into(),
-                ..shared.clone()
-            };
-            results.extend(run.evaluate(&cfg.classify.classifiers, &row, &ds.classes)?);
-            crate::evaluate::results::write(&dir, &results)?;
-        }
-    }
-    if root {
-        crate::evaluate::results::write(&dir, &results)?;
-    }
+    let results = run.features_and_evaluation(&model, &ds)?;
     comm.barrier();
-    Ok((dir, results))
+    Ok((run.layout.dir, results))
 }
 
 /// Encodes `set` into `out` with every rank of `comm`: each encodes its share of the
