@@ -312,7 +312,7 @@ fn cmd_run(
     }
     println!(
         "results: {} (and .parquet)",
-        dir.join("results.csv").display()
+        dir.join(sae::evaluate::results::CSV).display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -322,7 +322,7 @@ fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Resu
     if comm.is_root() {
         println!(
             "results: {} (and .parquet)",
-            root.join("results.csv").display()
+            root.join(sae::evaluate::results::CSV).display()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -340,6 +340,13 @@ fn cmd_report(results: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn cmd_synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
+    sae::run::config::SynthConfig {
+        layout: a.format,
+        train: a.train,
+        test: a.test,
+        unlabeled: a.unlabeled,
+    }
+    .check()?;
     let spec = SynthSpec {
         layout: a.format,
         train: a.train,
@@ -365,6 +372,11 @@ fn cmd_sample(a: SampleArgs, budget: u64) -> anyhow::Result<ExitCode> {
         ..PatchConfig::default()
     };
     pc.check()?;
+    TrainConfig {
+        chunk: a.chunk,
+        ..TrainConfig::default()
+    }
+    .check()?;
     let ds = Dataset::open(a.format, &a.data, &OpenOptions::default())?;
     let spec = sae::data::patches::PatchSpec {
         size: pc.size,
@@ -416,7 +428,8 @@ fn cmd_train(a: TrainArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<ExitC
         tc.memory as u64,
         budget,
     )?;
-    let job = TrainJob::new(arch, model.penalty(), tc, a.seed).with_cache_bytes(plan.cache_bytes);
+    let job = TrainJob::new(arch, model.penalty(), tc.optimiser(), a.seed)
+        .with_cache_bytes(plan.cache_bytes);
     let m = Stage::begin("train", &plan, budget);
     let loss_csv = a.out.with_extension("loss.csv");
     let t = train_resumable(&store, &job, &loss_csv, None, comm)?;
@@ -440,19 +453,10 @@ fn cmd_show(
     patches_out: &Path,
 ) -> anyhow::Result<ExitCode> {
     let m = Model::load(model)?;
-    sae::report::show::grid_png(m.net.weight(0), m.header.patch, m.header.channels, out)?;
+    let store = patches.map(|p| Store::open(p, Kind::Patches)).transpose()?;
+    sae::report::show::draw_model(&m, out, store.as_ref().map(|s| (s, patches_out)))?;
     println!("wrote {}", out.display());
-    if let Some(p) = patches {
-        let store = Store::open(p, Kind::Patches)?;
-        let b = store.batch(0)?;
-        let v = b.values();
-        let n = v.nrows().min(100);
-        sae::report::show::grid_png(
-            v.slice(ndarray::s![..n, ..]),
-            m.header.patch,
-            m.header.channels,
-            patches_out,
-        )?;
+    if store.is_some() {
         println!("wrote {}", patches_out.display());
     }
     Ok(ExitCode::SUCCESS)

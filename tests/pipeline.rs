@@ -246,7 +246,7 @@ fn minibatch_training_reduces_the_loss() {
             if opt == "adam" { 0.01 } else { 0.1 }
         ))
         .unwrap();
-        let job = sae::learn::training::TrainJob::new(arch.clone(), pen, tc, 1);
+        let job = sae::learn::training::TrainJob::new(arch.clone(), pen, tc.optimiser(), 1);
         let t = sae::learn::training::train(&store, &job, &d.path().join("l.csv")).unwrap();
         assert!(
             t.model.header.loss < 0.5 * start.total,

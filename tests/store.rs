@@ -233,7 +233,7 @@ fn store_of_another_patch_size_is_refused_by_training() {
         rho: 0.05,
     };
     let tc = sae::run::config::TrainConfig::default();
-    let job = sae::learn::training::TrainJob::new(arch, pen, tc, 1);
+    let job = sae::learn::training::TrainJob::new(arch, pen, tc.optimiser(), 1);
     let e = sae::learn::training::train(&store, &job, &d.path().join("l.csv"))
         .err()
         .unwrap()

@@ -322,12 +322,15 @@ impl Store {
         }
         let trailer: [u8; 10] = buffer[len - 10..].try_into().expect("10 bytes");
         let footer_len = read_footer_length(trailer)
-            .map_err(|e| bad(format!("truncated or damaged (no footer: {e})")))?;
+            .map_err(|e| Error::corrupt(path, format!("truncated or damaged (no footer: {e})")))?;
         if footer_len + 10 > len {
-            return Err(bad("truncated or damaged (footer too long)".into()));
+            return Err(Error::corrupt(
+                path,
+                "truncated or damaged (footer too long)",
+            ));
         }
         let footer = arrow_ipc::root_as_footer(&buffer[len - 10 - footer_len..len - 10])
-            .map_err(|e| bad(format!("damaged footer: {e}")))?;
+            .map_err(|e| Error::corrupt(path, format!("damaged footer: {e}")))?;
         let fb_schema = footer.schema().ok_or_else(|| bad("no schema".into()))?;
         let schema = arrow_ipc::convert::try_fb_to_schema(fb_schema)
             .map_err(|e| bad(format!("unreadable schema: {e}")))?;
@@ -391,7 +394,10 @@ impl Store {
             let b = store.blocks[i];
             let end = b.offset() as u128 + b.metaDataLength() as u128 + b.bodyLength() as u128;
             if b.offset() < 0 || end > len as u128 {
-                return Err(bad(format!("batch {i} runs past the end (truncated)")));
+                return Err(Error::corrupt(
+                    path,
+                    format!("batch {i} runs past the end (truncated)"),
+                ));
             }
             total += store.batch(i)?.rows();
             store.starts.push(total);

@@ -12,6 +12,11 @@ use polars::prelude::{
 
 use crate::error::{Error, Result};
 
+/// The table's file name, Parquet.
+pub const PARQUET: &str = "results.parquet";
+/// The table's file name, CSV.
+pub const CSV: &str = "results.csv";
+
 /// One row of a result table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
@@ -121,10 +126,7 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
 /// Writes `<dir>/results.parquet` and `<dir>/results.csv`, each atomically.
 pub fn write(dir: &Path, records: &[Record]) -> Result<()> {
     let mut df = frame(records)?;
-    for (name, parquet) in [
-        (crate::run::layout::RESULTS_PARQUET, true),
-        (crate::run::layout::RESULTS_CSV, false),
-    ] {
+    for (name, parquet) in [(PARQUET, true), (CSV, false)] {
         let path = dir.join(name);
         let mut buf = Vec::new();
         if parquet {

@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::store::{MemoryRows, Store};
 use crate::dist::Comm;
 use crate::error::{Error, Result};
-use crate::learn::sae::objective::{Objective, Penalty};
-use crate::learn::sae::Architecture;
+use crate::learn::sae::objective::ObjectiveSpec;
 use crate::rng::{stream, Stream};
 
 /// Rows per parallel work item within a mini-batch: small enough that a mini-batch
@@ -145,11 +144,9 @@ pub fn epoch_order(batches: usize, seed: u64, epoch: usize) -> Vec<usize> {
 /// checkpoint), calling `after_step(state, loss)` after each step; it returns an error
 /// to stop the run. Under `comm` every rank reads each mini-batch and evaluates its
 /// share of the rows.
-#[allow(clippy::too_many_arguments)]
 pub fn run_epoch(
     store: &Store,
-    arch: &Architecture,
-    penalty: Penalty,
+    objective: &ObjectiveSpec,
     p: &MinibatchParams,
     seed: u64,
     comm: &dyn Comm,
@@ -187,7 +184,8 @@ pub fn run_epoch(
                 data: mine,
                 chunk: mine.nrows().max(1),
             };
-            let (loss, g) = Objective::new(arch, penalty, &data)
+            let (loss, g) = objective
+                .on(&data)
                 .with_block(MINI_BLOCK)
                 .with_comm(comm)
                 .eval::<f32>(&state.theta)?;

@@ -13,10 +13,9 @@ use crate::learn::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
 use crate::learn::minibatch::{run_epoch, steps_per_epoch, MinibatchParams, MinibatchState};
 use crate::learn::model::{Header, Model};
 use crate::learn::optim::{LbfgsParams, LbfgsState, Stop};
-use crate::learn::sae::objective::{Objective, Penalty};
+use crate::learn::sae::objective::{ObjectiveSpec, Penalty};
 use crate::learn::sae::{Architecture, Network};
 use crate::progress::{say, Progress};
-use crate::run::config::TrainConfig;
 
 /// Result of a training run.
 pub struct Trained {
@@ -41,45 +40,42 @@ pub struct CheckpointPolicy {
     pub seconds: f64,
 }
 
-/// What one training run is: the network, its penalty, the optimiser settings, the
-/// seed of the initial weights, and the activation cache the memory budget allows.
+/// Which optimiser trains the network, with its settings and limit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimiser {
+    /// Full-batch L-BFGS.
+    Lbfgs(LbfgsParams),
+    /// Mini-batch SGD or Adam.
+    Minibatch(MinibatchParams),
+}
+
+/// What one training run is: the objective (network, penalty, memory), the optimiser,
+/// and the seed of the initial weights and mini-batch order.
 #[derive(Clone, Debug)]
 pub struct TrainJob {
-    /// Network shape.
-    pub arch: Architecture,
-    /// Weight decay and sparsity.
-    pub penalty: Penalty,
-    /// Optimiser and limits.
-    pub train: TrainConfig,
+    /// What is minimised.
+    pub objective: ObjectiveSpec,
+    /// How.
+    pub optimiser: Optimiser,
     /// Seed of the initial weights (and mini-batch order).
     pub seed: u64,
-    /// Largest first-layer activation cache, bytes ([`crate::run::limits::Plan`]).
-    pub cache_bytes: usize,
 }
 
 impl TrainJob {
     /// A job with the default activation cache.
-    pub fn new(arch: Architecture, penalty: Penalty, train: TrainConfig, seed: u64) -> Self {
+    pub fn new(arch: Architecture, penalty: Penalty, optimiser: Optimiser, seed: u64) -> Self {
         TrainJob {
-            arch,
-            penalty,
-            train,
+            objective: ObjectiveSpec::new(arch, penalty),
+            optimiser,
             seed,
-            cache_bytes: crate::learn::sae::objective::CACHE_BYTES,
         }
     }
 
-    /// The same job with an activation cache of at most `bytes`.
+    /// The same job with an activation cache of at most `bytes`
+    /// ([`crate::run::limits::Plan`]).
     pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
-        self.cache_bytes = bytes;
+        self.objective.cache_bytes = bytes;
         self
-    }
-
-    /// The full-batch objective on `shard`, summed over the ranks of `comm`.
-    fn objective<'a>(&'a self, shard: &'a Shard<'a>, comm: &'a dyn Comm) -> Objective<'a> {
-        Objective::new(&self.arch, self.penalty, shard)
-            .with_comm(comm)
-            .with_cache_bytes(self.cache_bytes)
     }
 }
 
@@ -100,7 +96,7 @@ pub fn train_resumable(
     ckpt: Option<(&Checkpoints, CheckpointPolicy)>,
     comm: &dyn Comm,
 ) -> Result<Trained> {
-    let (arch, tc) = (job.arch.clone(), &job.train);
+    let arch = job.objective.arch.clone();
     let meta = PatchMeta::of(store)?;
     let (norm, patch, channels) = (meta.norm, meta.patch, meta.channels);
     if store.dim() != arch.visible() {
@@ -114,7 +110,7 @@ pub fn train_resumable(
         ));
     }
     let resumed = match ckpt {
-        Some((c, _)) => usable_checkpoint(c, tc)?,
+        Some((c, _)) => usable_checkpoint(c, &job.optimiser)?,
         None => None,
     };
     let resumed = if comm.size() > 1 {
@@ -146,15 +142,14 @@ pub fn train_resumable(
             session.trace.last().map_or(f64::NAN, |p| p.loss)
         ));
     }
-    let lbfgs = tc.lbfgs();
     let ended = resumed.as_ref().and_then(|c| c.ended.clone());
-    let (theta, loss, stop, iterations, evals) = match (tc.minibatch(), resumed.map(|c| c.opt)) {
-        (None, None) => run_lbfgs(store, job, &lbfgs, None, &mut session)?,
-        (None, Some(OptState::Lbfgs(s))) => {
-            run_lbfgs(store, job, &lbfgs, Some((s, ended)), &mut session)?
+    let (theta, loss, stop, iterations, evals) = match (job.optimiser, resumed.map(|c| c.opt)) {
+        (Optimiser::Lbfgs(p), None) => run_lbfgs(store, job, &p, None, &mut session)?,
+        (Optimiser::Lbfgs(p), Some(OptState::Lbfgs(s))) => {
+            run_lbfgs(store, job, &p, Some((s, ended)), &mut session)?
         }
-        (Some(mb), None) => run_minibatch(store, job, &mb, None, &mut session)?,
-        (Some(mb), Some(OptState::Minibatch(s))) => {
+        (Optimiser::Minibatch(mb), None) => run_minibatch(store, job, &mb, None, &mut session)?,
+        (Optimiser::Minibatch(mb), Some(OptState::Minibatch(s))) => {
             run_minibatch(store, job, &mb, Some(s), &mut session)?
         }
         _ => {
@@ -195,16 +190,16 @@ pub fn train_resumable(
 }
 
 /// The newest checkpoint, if a run with these limits can continue from it. The
-/// checkpoints of a trajectory are shared by every limit (`Config::lineage_hash`): one
+/// checkpoints of a trajectory are shared by every limit (`Hashes::lineage`): one
 /// at or before the limit is where a longer run picks up; one past it belongs to a
 /// longer run, and this shorter one starts again from the beginning.
-fn usable_checkpoint(c: &Checkpoints, tc: &TrainConfig) -> Result<Option<Checkpoint>> {
+fn usable_checkpoint(c: &Checkpoints, optimiser: &Optimiser) -> Result<Option<Checkpoint>> {
     let Some(latest) = c.latest()? else {
         return Ok(None);
     };
-    let (limit, key, unit) = match (&latest.opt, tc.minibatch()) {
-        (OptState::Lbfgs(_), None) => (tc.max_iter, "max_iter", "iteration"),
-        (OptState::Minibatch(_), Some(mb)) => (mb.epochs, "epochs", "epoch"),
+    let (limit, key, unit) = match (&latest.opt, optimiser) {
+        (OptState::Lbfgs(_), Optimiser::Lbfgs(p)) => (p.max_iter, "max_iter", "iteration"),
+        (OptState::Minibatch(_), Optimiser::Minibatch(mb)) => (mb.epochs, "epochs", "epoch"),
         // Another optimiser's state: refused by the caller with its reason.
         _ => return Ok(Some(latest)),
     };
@@ -312,7 +307,7 @@ fn run_lbfgs(
     }
     let resumed = resumed.map(|r| r.0);
     let shard = Shard::of(store, session.comm.rank(), session.comm.size());
-    let obj = job.objective(&shard, session.comm);
+    let obj = job.objective.on(&shard).with_comm(session.comm);
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut fg = |theta: &[f64]| -> Result<(f64, Vec<f64>)> {
         let (loss, g) = obj.eval::<f32>(theta)?;
@@ -321,7 +316,7 @@ fn run_lbfgs(
     let mut st = match resumed {
         Some(s) => s,
         None => {
-            let s = LbfgsState::start(job.arch.init(job.seed), &mut fg)?;
+            let s = LbfgsState::start(job.objective.arch.init(job.seed), &mut fg)?;
             let it = s.progress();
             let point = TracePoint {
                 iteration: 0,
@@ -399,8 +394,8 @@ fn run_minibatch(
     resumed: Option<MinibatchState>,
     session: &mut Session,
 ) -> Result<Outcome> {
-    let (arch, penalty, seed) = (&job.arch, job.penalty, job.seed);
-    let mut state = resumed.unwrap_or_else(|| MinibatchState::new(arch.init(seed)));
+    let seed = job.seed;
+    let mut state = resumed.unwrap_or_else(|| MinibatchState::new(job.objective.arch.init(seed)));
     let per_epoch = steps_per_epoch(store, mb.batch);
     while state.epoch < mb.epochs {
         let mut prog = Progress::new(
@@ -410,8 +405,7 @@ fn run_minibatch(
         );
         run_epoch(
             store,
-            arch,
-            penalty,
+            &job.objective,
             mb,
             seed,
             session.comm,
@@ -445,7 +439,9 @@ fn run_minibatch(
     // The reported loss is the full-batch objective at the final parameters.
     let shard = Shard::of(store, session.comm.rank(), session.comm.size());
     let (loss, _) = job
-        .objective(&shard, session.comm)
+        .objective
+        .on(&shard)
+        .with_comm(session.comm)
         .eval::<f32>(&state.theta)?;
     let steps = state.steps as usize;
     Ok((state.theta, loss.total, "epochs done".into(), steps, steps))

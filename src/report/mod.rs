@@ -269,7 +269,7 @@ fn html(title: &str, md: &str, plots: &[String]) -> String {
 /// sweep folder holding one) into `<folder>/report/`.
 pub fn write_report(table: &Path) -> Result<Report> {
     let path = if table.is_dir() {
-        table.join(crate::run::layout::RESULTS_PARQUET)
+        table.join(crate::evaluate::results::PARQUET)
     } else {
         table.to_path_buf()
     };

@@ -8,6 +8,24 @@ use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
 
+/// Draws a model's first-layer filters into `filters` and, given a patch store, its
+/// first 100 patches into the second path.
+pub fn draw_model(
+    model: &crate::learn::model::Model,
+    filters: &Path,
+    patches: Option<(&crate::data::store::Store, &Path)>,
+) -> Result<()> {
+    let (p, ch) = (model.header.patch, model.header.channels);
+    grid_png(model.net.weight(0), p, ch, filters)?;
+    if let Some((store, out)) = patches {
+        let b = store.batch(0)?;
+        let v = b.values();
+        let n = v.nrows().min(100);
+        grid_png(v.slice(ndarray::s![..n, ..]), p, ch, out)?;
+    }
+    Ok(())
+}
+
 /// Writes the rows of `tiles` (each `channels * p * p`, planar) as a grid of
 /// `p x p` colour tiles with a one-pixel border.
 pub fn grid_png(tiles: ArrayView2<f32>, p: usize, channels: usize, path: &Path) -> Result<()> {

@@ -132,6 +132,19 @@ pub struct SynthConfig {
     pub unlabeled: usize,
 }
 
+impl SynthConfig {
+    /// Rejects values that cannot work, naming the key.
+    pub fn check(&self) -> Result<()> {
+        if self.train == 0 || self.test == 0 {
+            return Err(Error::config(
+                "synth",
+                "train and test need at least one image",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Dataset location.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -445,6 +458,15 @@ impl TrainConfig {
         })
     }
 
+    /// The optimiser with its settings, for [`crate::learn::training::TrainJob`].
+    pub fn optimiser(&self) -> crate::learn::training::Optimiser {
+        use crate::learn::training::Optimiser;
+        match self.minibatch() {
+            Some(mb) => Optimiser::Minibatch(mb),
+            None => Optimiser::Lbfgs(self.lbfgs()),
+        }
+    }
+
     /// L-BFGS parameters.
     pub fn lbfgs(&self) -> LbfgsParams {
         LbfgsParams {
@@ -635,9 +657,7 @@ impl Config {
         }
         self.data.check()?;
         if let Some(s) = &self.synth {
-            if s.train == 0 || s.test == 0 {
-                return bad("synth", "train and test need at least one image");
-            }
+            s.check()?;
         }
         self.patches.check()?;
         let p = &self.patches;

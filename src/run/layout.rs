@@ -26,9 +26,9 @@ use crate::run::config::{Config, Optimizer};
 /// The config as run.
 pub const CONFIG: &str = "config.toml";
 /// The result table, CSV.
-pub const RESULTS_CSV: &str = "results.csv";
+pub const RESULTS_CSV: &str = crate::evaluate::results::CSV;
 /// The result table, Parquet.
-pub const RESULTS_PARQUET: &str = "results.parquet";
+pub const RESULTS_PARQUET: &str = crate::evaluate::results::PARQUET;
 /// Marks a finished sweep run.
 pub const DONE: &str = "done.json";
 /// The training trace.

@@ -7,8 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::s;
-
 use crate::data::ingest::resize::resized;
 use crate::data::ingest::synth::{write_dataset, SynthSpec};
 use crate::data::ingest::{Dataset, ImageSet, OpenOptions};
@@ -267,7 +265,7 @@ impl<'a> Run<'a> {
                     seconds: cfg.train.checkpoint_seconds,
                 };
                 let m = self.stage("train");
-                let job = TrainJob::new(arch, cfg.model.penalty(), cfg.train.clone(), cfg.seed)
+                let job = TrainJob::new(arch, cfg.model.penalty(), cfg.train.optimiser(), cfg.seed)
                     .with_cache_bytes(self.plan.cache_bytes);
                 let ckpt = ckpt.map(|c| (c, policy));
                 let trained = train_resumable(store, &job, &l.loss, ckpt, self.comm)?;
@@ -598,11 +596,6 @@ pub fn encode_shared(
 
 /// Writes the first-layer filters and the first 100 patches as pictures.
 pub fn draw(model: &Model, store: &Store, l: &RunLayout) -> Result<()> {
-    let p = model.header.patch;
-    let ch = model.header.channels;
-    crate::report::show::grid_png(model.net.weight(0), p, ch, &l.filters_png())?;
-    let b = store.batch(0)?;
-    let v = b.values();
-    let n = v.nrows().min(100);
-    crate::report::show::grid_png(v.slice(s![..n, ..]), p, ch, &l.patches_png())
+    let patches = l.patches_png();
+    crate::report::show::draw_model(model, &l.filters_png(), Some((store, &patches)))
 }

@@ -54,6 +54,35 @@ pub struct Loss {
     pub sparsity: f64,
 }
 
+/// What an objective is of: the network, its penalty, and the largest activation cache
+/// the memory budget allows. Built once per training run; [`ObjectiveSpec::on`] gives
+/// its objective on any rows (the whole store, a shard, a mini-batch).
+#[derive(Clone, Debug)]
+pub struct ObjectiveSpec {
+    /// Network shape.
+    pub arch: Architecture,
+    /// Weight decay and sparsity.
+    pub penalty: Penalty,
+    /// Largest first-layer activation cache, bytes.
+    pub cache_bytes: usize,
+}
+
+impl ObjectiveSpec {
+    /// The objective of `arch` with `penalty`, with the default activation cache.
+    pub fn new(arch: Architecture, penalty: Penalty) -> Self {
+        ObjectiveSpec {
+            arch,
+            penalty,
+            cache_bytes: CACHE_BYTES,
+        }
+    }
+
+    /// Its objective on the rows of `data`.
+    pub fn on<'a>(&'a self, data: &'a dyn Rows) -> Objective<'a> {
+        Objective::new(&self.arch, self.penalty, data).with_cache_bytes(self.cache_bytes)
+    }
+}
+
 /// Loss and gradient of an architecture with a penalty on some rows.
 pub struct Objective<'a> {
     arch: &'a Architecture,
