@@ -262,10 +262,10 @@ impl PatchMeta {
         Ok(PatchMeta {
             patch: num(Self::PATCH)? as usize,
             channels: num(Self::CHANNELS)? as usize,
-            seed: match store.meta(Self::SEED) {
-                Some(_) => Some(num(Self::SEED)?),
-                None => None,
-            },
+            seed: store
+                .meta(Self::SEED)
+                .map(|_| num(Self::SEED))
+                .transpose()?,
             norm,
             config: store.meta(Self::CONFIG).unwrap_or_default().to_string(),
         })

@@ -102,6 +102,7 @@ struct Meta {
 pub struct Checkpoints {
     path: PathBuf,
     db: sled::Db,
+    config_hash: String,
 }
 
 fn sled_err(path: &Path, e: sled::Error) -> Error {
@@ -154,12 +155,9 @@ impl Checkpoints {
         let me = Checkpoints {
             path: path.to_path_buf(),
             db,
-        };
-        let meta = me.db.get("meta").map_err(|e| sled_err(path, e))?;
-        let fresh = Meta {
-            version: VERSION,
             config_hash: config_hash.to_string(),
         };
+        let meta = me.db.get("meta").map_err(|e| sled_err(path, e))?;
         match meta {
             Some(m) if !restart => {
                 let m: Meta = serde_json::from_slice(&m)
@@ -184,31 +182,23 @@ impl Checkpoints {
                     ));
                 }
             }
-            _ => me.reset(&fresh)?,
+            _ => me.clear()?,
         }
         Ok(me)
     }
 
-    /// Forgets every checkpoint (their files included), keeping the database and its
-    /// config hash: for a run that must start again from the beginning.
+    /// Forgets every checkpoint (their files included), leaving only the meta entry
+    /// (this build's version, the config hash the database was opened with): for a
+    /// new database, a restart, or a run that must start again from the beginning.
     pub fn clear(&self) -> Result<()> {
-        let meta = self.db.get("meta").map_err(|e| sled_err(&self.path, e))?;
-        let meta: Meta = match meta {
-            Some(m) => serde_json::from_slice(&m)
-                .map_err(|e| Error::bad(&self.path, format!("unreadable meta: {e}")))?,
-            None => return Ok(()),
-        };
-        self.reset(&Meta {
-            version: VERSION,
-            ..meta
-        })
-    }
-
-    fn reset(&self, meta: &Meta) -> Result<()> {
         let path = &self.path;
+        let meta = Meta {
+            version: VERSION,
+            config_hash: self.config_hash.clone(),
+        };
         self.db.clear().map_err(|e| sled_err(path, e))?;
         self.db
-            .insert("meta", serde_json::to_vec(meta).expect("meta serialises"))
+            .insert("meta", serde_json::to_vec(&meta).expect("meta serialises"))
             .map_err(|e| sled_err(path, e))?;
         self.db.flush().map_err(|e| sled_err(path, e))?;
         // Bodies go after the index no longer names them.

@@ -289,6 +289,17 @@ fn write_trace(path: &Path, trace: &[TracePoint]) -> Result<()> {
     crate::fsio::write_atomic(path, out.as_bytes())
 }
 
+/// The trace point of an L-BFGS iteration.
+fn lbfgs_point(it: &crate::learn::optim::Iteration, seconds: f64) -> TracePoint {
+    TracePoint {
+        iteration: it.iter,
+        evals: it.evals,
+        loss: it.f,
+        gmax: it.gmax,
+        seconds,
+    }
+}
+
 /// Parameters, final loss, stop reason, iterations, evaluations.
 type Outcome = (Vec<f64>, f64, String, usize, usize);
 
@@ -317,14 +328,7 @@ fn run_lbfgs(
         Some(s) => s,
         None => {
             let s = LbfgsState::start(job.objective.arch.init(job.seed), &mut fg)?;
-            let it = s.progress();
-            let point = TracePoint {
-                iteration: 0,
-                evals: it.evals,
-                loss: it.f,
-                gmax: it.gmax,
-                seconds: session.seconds(),
-            };
+            let point = lbfgs_point(&s.progress(), session.seconds());
             session.record(point, || OptState::Lbfgs(s.clone()), true)?;
             s
         }
@@ -333,13 +337,7 @@ fn run_lbfgs(
         let stop = st.step(lbfgs, &mut fg)?;
         let it = st.progress();
         if stop.is_none() {
-            let point = TracePoint {
-                iteration: it.iter,
-                evals: it.evals,
-                loss: it.f,
-                gmax: it.gmax,
-                seconds: session.seconds(),
-            };
+            let point = lbfgs_point(&it, session.seconds());
             session.record(point, || OptState::Lbfgs(st.clone()), false)?;
             if it.iter.is_multiple_of(if tty { 1 } else { 10 }) {
                 say(format!(
@@ -358,13 +356,8 @@ fn run_lbfgs(
             // it goes into the final checkpoint below, not a checkpoint of its own,
             // which a kill could leave without the stop reason.
             if session.trace.last().is_some_and(|p| p.iteration < it.iter) {
-                session.trace.push(TracePoint {
-                    iteration: it.iter,
-                    evals: it.evals,
-                    loss: it.f,
-                    gmax: it.gmax,
-                    seconds: session.seconds(),
-                });
+                let point = lbfgs_point(&it, session.seconds());
+                session.trace.push(point);
             }
             break s;
         }

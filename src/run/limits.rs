@@ -133,8 +133,10 @@ pub fn classify_bytes(
     let copies = if smartcore { 2 } else { 1 };
     let threads = rayon::current_num_threads().max(1) as u64;
     let n_params = classes * (width + 1);
+    // The linear classifiers run L-BFGS with its default history.
+    let history = crate::learn::optim::LbfgsParams::default().memory as u64;
     let fit = if linear {
-        (2 * 10 + 8 + threads) * n_params * 8
+        (2 * history + 8 + threads) * n_params * 8
     } else {
         0
     };
@@ -146,15 +148,13 @@ pub fn classify_bytes(
     (train + test) * width * 4 * copies + fit + forest
 }
 
-/// The largest cache (halving from `cache`) with which training fits `room`, or an
-/// error naming `train.chunk` and a value that fits.
-fn fit_training(
-    sizes: &[u64],
-    chunk: u64,
-    mut cache: u64,
-    memory: u64,
-    budget: u64,
-) -> Result<u64> {
+/// The largest activation cache (halving from [`CACHE_BYTES`]) with which training
+/// fits `budget` (0: no limit), or an error naming `train.chunk` and a value that fits.
+fn fit_training(sizes: &[u64], chunk: u64, memory: u64, budget: u64) -> Result<u64> {
+    let mut cache = CACHE_BYTES as u64;
+    if budget == 0 {
+        return Ok(cache);
+    }
     let room = budget.saturating_sub(BASE);
     while training_bytes(sizes, chunk, cache, memory) > room && cache > 0 {
         cache = if cache > (1 << 20) { cache / 2 } else { 0 };
@@ -201,11 +201,7 @@ fn check_base(budget: u64) -> Result<()> {
 /// store's batch rows and the L-BFGS memory.
 pub fn plan_training(sizes: &[u64], chunk: u64, memory: u64, budget: u64) -> Result<Plan> {
     check_base(budget)?;
-    let cache = if budget > 0 {
-        fit_training(sizes, chunk, CACHE_BYTES as u64, memory, budget)?
-    } else {
-        CACHE_BYTES as u64
-    };
+    let cache = fit_training(sizes, chunk, memory, budget)?;
     Ok(Plan {
         cache_bytes: cache as usize,
         tile_rows: TILE_ROWS,
@@ -317,14 +313,8 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
     let memory = cfg.train.memory as u64;
     let chunk = cfg.train.chunk as u64;
     let room = budget.saturating_sub(BASE);
-    if budget > 0 {
-        plan_sampling(d, image_bytes, chunk, budget)?;
-    }
-    let cache = if budget > 0 {
-        fit_training(&sizes, chunk, CACHE_BYTES as u64, memory, budget)?
-    } else {
-        CACHE_BYTES as u64
-    };
+    let sample = plan_sampling(d, image_bytes, chunk, budget)?.peak();
+    let cache = fit_training(&sizes, chunk, memory, budget)?;
     let mut widest = 0u64;
     for &step in &cfg.features.steps {
         let pos = (grid(shape.height, p, step).len() * grid(shape.width, p, step).len()) as u64;
@@ -373,7 +363,7 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
         cache_bytes: cache as usize,
         tile_rows: tile as usize,
         stages: vec![
-            ("sample", BASE + sampling_bytes(d, image_bytes, chunk)),
+            ("sample", sample),
             ("train", BASE + training_bytes(&sizes, chunk, cache, memory)),
             ("encode", BASE + enc.bytes(tile)),
             ("classify", BASE + classify),
@@ -395,19 +385,24 @@ fn vm_hwm_kb() -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts the peak of [`peak_rss_kb`] afresh (at the start of a run).
-pub fn reset_peak() {
+/// Gives freed heap back and resets the kernel's peak (VmHWM) to what is resident
+/// now (Linux `clear_refs`); returns that, KiB.
+fn reset_hwm() -> u64 {
     crate::mmap::release_free_heap();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    PEAK_KB.store(vm_hwm_kb(), Ordering::Relaxed);
+    vm_hwm_kb()
+}
+
+/// Starts the peak of [`peak_rss_kb`] afresh (at the start of a run).
+pub fn reset_peak() {
+    PEAK_KB.store(reset_hwm(), Ordering::Relaxed);
 }
 
 /// Peak resident set of this process (VmHWM, over every measured stage) since the
 /// start or the last [`reset_peak`], KiB.
 pub fn peak_rss_kb() -> u64 {
-    PEAK_KB
-        .fetch_max(vm_hwm_kb(), Ordering::Relaxed)
-        .max(vm_hwm_kb())
+    let now = vm_hwm_kb();
+    PEAK_KB.fetch_max(now, Ordering::Relaxed).max(now)
 }
 
 /// A stage whose peak resident memory is measured and compared with its estimate.
@@ -424,14 +419,13 @@ impl Stage {
     /// [`peak_rss_kb`].
     pub fn begin(name: &'static str, plan: &Plan, budget: u64) -> Stage {
         PEAK_KB.fetch_max(vm_hwm_kb(), Ordering::Relaxed);
-        crate::mmap::release_free_heap();
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let start_kb = reset_hwm();
         let estimate = plan.stages.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
         Stage {
             name,
             estimate,
             budget,
-            start_kb: vm_hwm_kb(),
+            start_kb,
         }
     }
 

@@ -26,20 +26,11 @@ use crate::progress::say;
 use crate::run::config::Config;
 use crate::run::layout::{RunLayout, CONFIG, DONE, LOSS, RESULTS_CSV, RESULTS_PARQUET};
 
-/// The model file of a run.
-pub fn model_path(cfg: &Config) -> PathBuf {
-    RunLayout::of(cfg).model
-}
-
 /// Opens the run's dataset. When the config asks for synthetic data, it is written
 /// into `paths.data` first and read from there; resized images go to `paths.images`.
-pub fn open_data(cfg: &Config, paths: &RunLayout) -> Result<Dataset> {
-    open_data_as(cfg, paths, true)
-}
-
-/// [`open_data`]; without `write`, synthetic data and resized copies must already be
-/// there (another rank wrote them).
-fn open_data_as(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset> {
+/// Without `write`, synthetic data and resized copies must already be there (another
+/// rank wrote them).
+fn open_data(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset> {
     let path = match &cfg.synth {
         Some(_) if !write => paths.data.clone(),
         Some(s) => {
@@ -80,12 +71,14 @@ fn open_data_as(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset>
         label_base: cfg.data.label_base,
     };
     let mut ds = Dataset::open(format, &path, &opts)?;
+    // Whether patches come from the training images (CIFAR-10, or no unlabeled file),
+    // decided before resizing or any selection changes the training set.
+    let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
     let side = cfg.data.resize;
     if side > 0 && ds.train.shape() != crate::data::ingest::Shape::rgb(side) {
         let dir = &paths.images;
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         let t = Instant::now();
-        let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
         let hash = &paths.hashes.data;
         let at = |split: &str| dir.join(format!("{hash}-{side}-{split}.u8"));
         ds.train = resized(&ds.train, side, &at("train"))?;
@@ -101,9 +94,6 @@ fn open_data_as(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset>
             dir.display()
         ));
     }
-    // Whether patches come from the training images (CIFAR-10, or no unlabeled file),
-    // decided before any selection changes the training set.
-    let same = ds.unlabeled.name() == ds.train.name() && ds.unlabeled.len() == ds.train.len();
     if cfg.data.fold > 0 {
         ds.train = ds.train.select(&fold_indices(&path, cfg.data.fold)?)?;
     }
@@ -411,12 +401,12 @@ fn open_and_plan(
     comm: &dyn Comm,
 ) -> Result<(Dataset, PatchSpec, crate::run::limits::Plan)> {
     let ds = if comm.is_root() {
-        let ds = open_data_as(cfg, layout, true)?;
+        let ds = open_data(cfg, layout, true)?;
         comm.barrier();
         ds
     } else {
         comm.barrier();
-        open_data_as(cfg, layout, false)?
+        open_data(cfg, layout, false)?
     };
     for n in &ds.notes {
         say(format!("data: {n}"));

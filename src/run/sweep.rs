@@ -27,6 +27,7 @@ use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
 use crate::progress::say;
 use crate::run::config::Config;
+use crate::run::layout::{Hashes, RunLayout, DONE, RESULTS_PARQUET};
 
 /// A sweep file.
 #[derive(Clone, Debug, Deserialize)]
@@ -193,22 +194,22 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
         .to_path_buf();
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
     let n = runs.len();
-    let mut groups: Vec<String> = Vec::new();
-    for r in &runs {
-        let h = crate::run::layout::Hashes::of(&r.config).patches;
+    let stores: Vec<String> = runs.iter().map(|r| Hashes::of(&r.config).patches).collect();
+    let mut groups: Vec<&String> = Vec::new();
+    for h in &stores {
         if !groups.contains(&h) {
             groups.push(h);
         }
     }
-    for (k, r) in runs.iter().enumerate() {
+    for (k, (r, store)) in runs.iter().zip(&stores).enumerate() {
         let g = groups
             .iter()
-            .position(|h| *h == crate::run::layout::Hashes::of(&r.config).patches)
+            .position(|h| *h == store)
             .expect("every run has a group");
         if g % comm.size() != comm.rank() {
             continue;
         }
-        let done = r.config.run_dir().join(crate::run::layout::DONE);
+        let done = r.config.run_dir().join(DONE);
         if done.exists() {
             say(format!(
                 "sweep: run {}/{n} {} already done",
@@ -220,7 +221,7 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
         say(format!("sweep: run {}/{n} {}", k + 1, r.config.name));
         let t = std::time::Instant::now();
         let (dir, _) = crate::run::pipeline::run(&r.config, false)?;
-        let model = crate::learn::model::Model::load(&crate::run::pipeline::model_path(&r.config))?;
+        let model = crate::learn::model::Model::load(&RunLayout::of(&r.config).model)?;
         let rec = RunRecord {
             name: r.config.name.clone(),
             values: r.values.clone(),
@@ -229,7 +230,7 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
             peak_rss_kb: crate::run::limits::peak_rss_kb(),
         };
         let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
-        crate::fsio::write_atomic(&dir.join(crate::run::layout::DONE), &json)?;
+        crate::fsio::write_atomic(&dir.join(DONE), &json)?;
     }
     comm.barrier();
     if comm.is_root() {
@@ -244,16 +245,14 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
     let mut all = Vec::new();
     for r in runs {
         let dir = r.config.run_dir();
-        let done = dir.join(crate::run::layout::DONE);
+        let done = dir.join(DONE);
         let Ok(text) = std::fs::read(&done) else {
             continue;
         };
         let rec: RunRecord = serde_json::from_slice(&text)
             .map_err(|e| Error::bad(&done, format!("unreadable: {e}")))?;
         let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
-        for mut row in
-            crate::evaluate::results::read(&dir.join(crate::run::layout::RESULTS_PARQUET))?
-        {
+        for mut row in crate::evaluate::results::read(&dir.join(RESULTS_PARQUET))? {
             row.run = rec.name.clone();
             row.grid = rec.values.clone();
             row.loss_csv = rel.join(&row.loss_csv).display().to_string();

@@ -989,12 +989,12 @@ fn label_base(files: &[&PickledSet]) -> (u8, String) {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
         })
         .collect();
-    let zero = files
-        .iter()
-        .find(|f| f.labels.as_ref().is_some_and(|l| l.contains(&0)));
     if names.is_empty() {
         return (0, "labels: none in the train and test files".into());
     }
+    let zero = files
+        .iter()
+        .find(|f| f.labels.as_ref().is_some_and(|l| l.contains(&0)));
     match zero {
         Some(f) => (
             0,
