@@ -27,6 +27,48 @@ fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// This machine's f32 fused multiply-add peak on every rayon thread: independent
+/// 256-bit FMA chains (enough of them to hide the FMA latency), no memory traffic.
+/// Each stage's rate is reported as a fraction of it.
+pub fn fma_peak() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        let iters = 20_000_000usize;
+        let threads = rayon::current_num_threads();
+        let t = best_of(3, || {
+            let s: f32 = (0..threads)
+                .into_par_iter()
+                .map(|k| unsafe { fma_chains(iters, k as f32) })
+                .sum();
+            std::hint::black_box(s);
+        });
+        // 12 chains x 8 lanes x 2 flops per iteration and thread.
+        return (threads * iters * 12 * 8 * 2) as f64 / t / 1e9;
+    }
+    f64::NAN
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains(iters: usize, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(seed); 12];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut out = [0f32; 8];
+    let mut sum = acc[0];
+    for v in &acc[1..] {
+        sum = _mm256_add_ps(sum, *v);
+    }
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
+
 fn data(m: usize, d: usize) -> Array2<f32> {
     Array2::from_shape_fn((m, d), |(i, j)| {
         0.1 + 0.8 * (((i * 131 + j * 71) % 257) as f32 / 257.0)
@@ -93,6 +135,78 @@ fn linear(quick: bool) {
     }
 }
 
+/// Encoding in the Coates layout: 32x32 colour images, 6x6 patches at stride 1,
+/// contrast normalisation + ZCA, polarity-split soft threshold, quadrant pooling; its
+/// rate against the plain product of the same shapes (patches x 108 · 108 x H).
+fn encode_coates(hidden: &[usize], quick: bool, reps: usize, fma: f64) {
+    let (side, p, d) = (32, 6, 108);
+    let n_img = if quick { 256 } else { 1024 };
+    let shape = Shape::rgb(side);
+    let bytes: Vec<u8> = (0..n_img * shape.pixels())
+        .map(|i| ((i * 7 + i / 300) % 251) as u8)
+        .collect();
+    let set = ImageSet::new(
+        "bench",
+        vec![Part::new(
+            std::sync::Arc::new(Source::Owned(bytes)),
+            0,
+            shape.pixels(),
+            n_img,
+        )],
+        shape,
+        PixelOrder::Hwc,
+        Some(vec![0; n_img]),
+    )
+    .unwrap();
+    let a = Array2::from_shape_fn((d, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.01);
+    let zca = &a + &a.t() + Array2::<f32>::eye(d);
+    let norm = Normaliser::Zca {
+        contrast: true,
+        cn_eps: 10.0 / 255.0 / 255.0,
+        mean: vec![0.0; d],
+        w: zca.iter().copied().collect(),
+    };
+    let threads = rayon::current_num_threads();
+    let per = sae::data::patches::grid(side, p, 1).len().pow(2);
+    for &h in hidden {
+        let arch = Architecture::new(d, &[h], None, Decoder::Linear).unwrap();
+        let net = Network::from_theta(arch.clone(), &arch.init(1));
+        let enc = Encoder::new(&net, norm.clone(), p).with_code(sae::encode::Code::SoftThreshold {
+            alpha: 0.25,
+            bias: false,
+        });
+        let tile = (sae::encode::TILE_ROWS / per).max(1);
+        let t = best_of(reps, || {
+            let tiles: Vec<usize> = (0..n_img).step_by(tile).collect();
+            let s: f32 = tiles
+                .par_iter()
+                .map(|&lo| enc.tile(&set, lo, (lo + tile).min(n_img), 1, Mode::Pool)[[0, 0]])
+                .sum();
+            std::hint::black_box(s);
+        });
+        let x = data(n_img * per, d);
+        let w = Array2::from_shape_fn((h, d), |(i, j)| ((i + j) % 7) as f32 * 0.01);
+        let g = best_of(reps, || {
+            let s: f32 = x
+                .axis_chunks_iter(Axis(0), tile * per)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|b| b.dot(&w.t())[[0, 0]])
+                .sum();
+            std::hint::black_box(s);
+        });
+        let flops = 2.0 * (n_img * per * d * h) as f64;
+        println!(
+            "{{\"bench\":\"encode_coates\",\"images\":{n_img},\"side\":{side},\"patch\":{p},\"step\":1,\"hidden\":{h},\"threads\":{threads},\"seconds\":{t:.4},\"images_per_s\":{:.1},\"gflops\":{:.2},\"product_gflops\":{:.2},\"fraction_of_product\":{:.3},\"fraction_of_fma_peak\":{:.3}}}",
+            n_img as f64 / t,
+            flops / t / 1e9,
+            flops / g / 1e9,
+            g / t,
+            flops / t / 1e9 / fma
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -120,40 +234,47 @@ fn main() {
     let m = if quick { 32_768 } else { 131_072 };
     let reps = if quick { 2 } else { 3 };
     let threads = rayon::current_num_threads();
-    let x = data(m, 192);
-    let rows = MemoryRows {
-        data: x.view(),
-        chunk: 65_536,
-    };
+    let fma = fma_peak();
+    println!("{{\"bench\":\"fma_peak\",\"threads\":{threads},\"gflops\":{fma:.2}}}");
     let pen = Penalty {
         lambda: 1e-5,
         beta: 3.0,
         rho: 0.01,
     };
-    for &h in &hidden {
-        let peak = gemm_peak(&x, h, reps);
-        println!(
-            "{{\"bench\":\"gemm\",\"rows\":{m},\"visible\":192,\"hidden\":{h},\"threads\":{threads},\"gflops\":{peak:.2}}}"
-        );
-        let arch = Architecture::new(192, &[h], None, Decoder::Sigmoid).unwrap();
-        let theta = arch.init(1);
-        let obj = Objective::new(&arch, pen, &rows);
-        let t = best_of(reps, || {
-            std::hint::black_box(obj.eval::<f32>(&theta).unwrap());
-        });
-        // GEMMs of 2·m·192·H flops: ρ̂ pass, two forward, three backward; the second
-        // pass reuses the first layer's activations when they fit the cache.
-        let gemms = if m * h * 4 <= sae::learn::sae::objective::CACHE_BYTES {
-            5.0
-        } else {
-            6.0
+    // 6x6 and 8x8 colour patches.
+    for d in [108, 192] {
+        let x = data(m, d);
+        let rows = MemoryRows {
+            data: x.view(),
+            chunk: 65_536,
         };
-        let gflops = 2.0 * gemms * (m * 192 * h) as f64 / t / 1e9;
-        println!(
-            "{{\"bench\":\"loss_gradient\",\"rows\":{m},\"visible\":192,\"hidden\":{h},\"threads\":{threads},\"seconds\":{t:.4},\"patches_per_s\":{:.0},\"gflops\":{gflops:.2},\"fraction_of_gemm\":{:.3}}}",
-            m as f64 / t,
-            gflops / peak
-        );
+        for &h in &hidden {
+            let peak = gemm_peak(&x, h, reps);
+            println!(
+                "{{\"bench\":\"gemm\",\"rows\":{m},\"visible\":{d},\"hidden\":{h},\"threads\":{threads},\"gflops\":{peak:.2},\"fraction_of_fma_peak\":{:.3}}}",
+                peak / fma
+            );
+            let arch = Architecture::new(d, &[h], None, Decoder::Sigmoid).unwrap();
+            let theta = arch.init(1);
+            let obj = Objective::new(&arch, pen, &rows);
+            let t = best_of(reps, || {
+                std::hint::black_box(obj.eval::<f32>(&theta).unwrap());
+            });
+            // GEMMs of 2·m·d·H flops: ρ̂ pass, two forward, three backward; the second
+            // pass reuses the first layer's activations when they fit the cache.
+            let gemms = if m * h * 4 <= sae::learn::sae::objective::CACHE_BYTES {
+                5.0
+            } else {
+                6.0
+            };
+            let gflops = 2.0 * gemms * (m * d * h) as f64 / t / 1e9;
+            println!(
+                "{{\"bench\":\"loss_gradient\",\"rows\":{m},\"visible\":{d},\"hidden\":{h},\"threads\":{threads},\"seconds\":{t:.4},\"patches_per_s\":{:.0},\"gflops\":{gflops:.2},\"fraction_of_gemm\":{:.3},\"fraction_of_fma_peak\":{:.3}}}",
+                m as f64 / t,
+                gflops / peak,
+                gflops / fma
+            );
+        }
     }
     // Encoding: 96x96 images, pooled, ufldl scaling, at several steps.
     let side = 96;
@@ -175,6 +296,7 @@ fn main() {
         Some(vec![0; n_img]),
     )
     .unwrap();
+    encode_coates(&hidden, quick, reps, fma);
     for &h in &hidden {
         let arch = Architecture::new(192, &[h], None, Decoder::Sigmoid).unwrap();
         let net = Network::from_theta(arch.clone(), &arch.init(1));

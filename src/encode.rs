@@ -9,6 +9,13 @@
 //! buffer, normalise, encode with matrix products, pool, and write the tile's feature
 //! rows. Tiles are processed in parallel a group at a time and written in image order,
 //! so memory is a few tiles whatever the number of images and the step.
+//!
+//! Around the one product of a single-layer code: ZCA whitening is linear, so it is
+//! folded into the code layer's weights once (`W·Z` and an offset for the mean) instead
+//! of costing a product per patch; and the product's output is pooled row by row as it
+//! is thresholded, so the 2·H soft-threshold (or sigmoid) codes of a patch are never
+//! stored. The triangle code measures distances in the whitened space and takes the
+//! unfused path.
 
 use std::path::Path;
 
@@ -18,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::ingest::{ImageSet, Shape};
 use crate::data::patches::grid;
-use crate::data::preprocess::Normaliser;
+use crate::data::preprocess::{contrast_normalise, Normaliser};
 use crate::data::store::{FeatureMeta, Kind, StoreWriter};
 use crate::error::{Error, Result};
 use crate::learn::sae::{affine, encode, sigmoid_inplace, Network};
@@ -81,6 +88,29 @@ impl Code {
         }
     }
 
+    /// Adds the codes of one patch, from the code layer's pre-activation `z` (H
+    /// values), to `out` (`width()·H` values): the pooling sum and the code in one pass.
+    fn add_code(self, z: &[f32], out: &mut [f32]) {
+        let h = z.len();
+        match self {
+            Code::Sigmoid => crate::learn::sae::simd::dispatch((z, out), |(z, out)| {
+                for (o, &v) in out.iter_mut().zip(z) {
+                    *o += 1.0 / (1.0 + crate::learn::sae::fast_exp(-v));
+                }
+            }),
+            Code::SoftThreshold { alpha, .. } => {
+                crate::learn::sae::simd::dispatch((z, out), |(z, out)| {
+                    let (pos, neg) = out.split_at_mut(h);
+                    for ((p, n), &v) in pos.iter_mut().zip(neg.iter_mut()).zip(z) {
+                        *p += (v - alpha).max(0.0);
+                        *n += (-v - alpha).max(0.0);
+                    }
+                })
+            }
+            Code::Triangle => unreachable!("triangle codes need the whole row of distances"),
+        }
+    }
+
     /// Short tag for file names (empty for the study's sigmoid code).
     pub fn tag(self) -> String {
         match self {
@@ -93,10 +123,55 @@ impl Code {
     }
 }
 
+/// The first layer with ZCA whitening folded in: for contrast-normalised rows `c`,
+/// `(c − μ)·Z·Wᵀ + b = c·(W·Zᵀ)ᵀ + (b − μ·Z·Wᵀ)`, computed once in f64.
+struct Folded {
+    /// `W·Zᵀ`, H x D.
+    w: Array2<f32>,
+    /// `−μ·Z·Wᵀ`.
+    offset: Array1<f32>,
+    /// `b − μ·Z·Wᵀ`.
+    offset_bias: Array1<f32>,
+    contrast: bool,
+    cn_eps: f32,
+}
+
+impl Folded {
+    fn of(norm: &Normaliser, (w, b): &(Array2<f32>, Array1<f32>)) -> Option<Folded> {
+        let Normaliser::Zca {
+            contrast,
+            cn_eps,
+            mean,
+            w: zca,
+        } = norm
+        else {
+            return None;
+        };
+        let d = mean.len();
+        let z = ArrayView2::from_shape((d, d), zca).ok()?.mapv(f64::from);
+        let m = z.dot(&w.mapv(f64::from).t());
+        let mu = Array1::from_iter(mean.iter().map(|&v| f64::from(v)));
+        let mu_m = mu.dot(&m);
+        Some(Folded {
+            w: m.t().mapv(|v| v as f32),
+            offset: mu_m.mapv(|v| -v as f32),
+            offset_bias: Array1::from_iter(
+                b.iter()
+                    .zip(&mu_m)
+                    .map(|(&b, &v)| (f64::from(b) - v) as f32),
+            ),
+            contrast: *contrast,
+            cn_eps: *cn_eps,
+        })
+    }
+}
+
 /// A trained network with its normalisation, ready to encode images.
 pub struct Encoder {
     layers: Vec<(Array2<f32>, Array1<f32>)>,
     norm: Normaliser,
+    /// The first layer with ZCA folded in, for ZCA normalisers.
+    folded: Option<Folded>,
     patch: usize,
     code: usize,
     kind: Code,
@@ -106,8 +181,10 @@ pub struct Encoder {
 impl Encoder {
     /// Encoder of `net` for patches of side `patch` normalised by `norm`.
     pub fn new(net: &Network, norm: Normaliser, patch: usize) -> Self {
+        let layers = net.encoder_layers();
         Encoder {
-            layers: net.encoder_layers(),
+            folded: Folded::of(&norm, &layers[0]),
+            layers,
             norm,
             patch,
             code: net.arch.code_size(),
@@ -134,7 +211,8 @@ impl Encoder {
         self.code * self.kind.width()
     }
 
-    /// Codes of normalised patches (rows of `x`).
+    /// Codes of normalised patches (rows of `x`): the reference the fused path of
+    /// [`Encoder::tile`] matches, and the path of the triangle code.
     pub fn codes(&self, x: ArrayView2<f32>) -> Array2<f32> {
         let (last, rest) = self.layers.split_last().expect("at least one layer");
         let a = if rest.is_empty() {
@@ -144,24 +222,19 @@ impl Encoder {
         };
         let (w, b) = last;
         match self.kind {
-            Code::Sigmoid => {
-                let mut z = affine(&a.view(), w, b);
-                sigmoid_inplace(&mut z);
-                z
-            }
-            Code::SoftThreshold { alpha, bias } => {
-                let z = if bias {
+            Code::Sigmoid | Code::SoftThreshold { .. } => {
+                let with_bias = !matches!(self.kind, Code::SoftThreshold { bias: false, .. });
+                let z = if with_bias {
                     affine(&a.view(), w, b)
                 } else {
                     a.dot(&w.t())
                 };
-                let h = z.ncols();
-                let mut out = Array2::<f32>::zeros((z.nrows(), 2 * h));
-                for (zr, mut or) in z.axis_iter(Axis(0)).zip(out.axis_iter_mut(Axis(0))) {
-                    for (k, &v) in zr.iter().enumerate() {
-                        or[k] = (v - alpha).max(0.0);
-                        or[h + k] = (-v - alpha).max(0.0);
-                    }
+                let mut out = Array2::<f32>::zeros((z.nrows(), self.code_width()));
+                for (zr, or) in z.rows().into_iter().zip(out.rows_mut()) {
+                    self.kind.add_code(
+                        zr.as_slice().expect("contiguous"),
+                        or.into_slice().expect("contiguous"),
+                    );
                 }
                 out
             }
@@ -178,6 +251,45 @@ impl Encoder {
                 }
                 z
             }
+        }
+    }
+
+    /// Whether [`Encoder::tile`] takes the fused path: whitening folded into the first
+    /// layer, codes pooled from the code layer's pre-activation.
+    fn fuses(&self) -> bool {
+        self.folded.is_some() && self.kind != Code::Triangle
+    }
+
+    /// The code layer's pre-activation for raw patch rows `x`, with the whitening
+    /// folded into the first layer (only when [`Encoder::fuses`]).
+    fn fused_pre_code(&self, mut x: Array2<f32>) -> Array2<f32> {
+        let f = self.folded.as_ref().expect("a folded first layer");
+        if f.contrast {
+            for mut row in x.rows_mut() {
+                contrast_normalise(row.as_slice_mut().expect("contiguous"), f.cn_eps);
+            }
+        }
+        let single = self.layers.len() == 1;
+        let with_bias = !single || !matches!(self.kind, Code::SoftThreshold { bias: false, .. });
+        let mut z = x.dot(&f.w.t());
+        let off = if with_bias { &f.offset_bias } else { &f.offset };
+        z += &off.view().insert_axis(Axis(0));
+        if single {
+            return z;
+        }
+        // Deeper encoders: the folded first layer, then the rest up to the code layer's
+        // pre-activation.
+        sigmoid_inplace(&mut z);
+        let (last, mid) = self.layers[1..].split_last().expect("two layers or more");
+        let a = if mid.is_empty() {
+            z
+        } else {
+            encode(mid, z.view())
+        };
+        let (w, b) = last;
+        match self.kind {
+            Code::SoftThreshold { bias: false, .. } => a.dot(&w.t()),
+            _ => affine(&a.view(), w, b),
         }
     }
 
@@ -239,10 +351,15 @@ impl Encoder {
                 }
             }
         }
-        let codes = self.codes(self.norm.apply(x).view());
         let h = self.code_width();
         let mut out = Array2::<f32>::zeros((n, self.feature_dim(s, step, mode)));
         let (hr, hc) = (rows.len().div_ceil(2), cols.len().div_ceil(2));
+        let fused = self.fuses();
+        let codes = if fused {
+            self.fused_pre_code(x)
+        } else {
+            self.codes(self.norm.apply(x).view())
+        };
         for k in 0..n {
             let mut o = out.row_mut(k);
             let o = o.as_slice_mut().expect("contiguous row");
@@ -250,12 +367,18 @@ impl Encoder {
                 for ci in 0..cols.len() {
                     let pos = ri * cols.len() + ci;
                     let code = codes.row(k * npos + pos);
+                    let code = code.as_slice().expect("contiguous row");
                     let at = match mode {
                         Mode::Concat => pos * h,
                         Mode::Pool => (usize::from(ri >= hr) * 2 + usize::from(ci >= hc)) * h,
                     };
-                    for (dst, v) in o[at..at + h].iter_mut().zip(code) {
-                        *dst += v;
+                    if fused {
+                        self.kind.add_code(code, &mut o[at..at + h]);
+                    } else {
+                        o[at..at + h]
+                            .iter_mut()
+                            .zip(code)
+                            .for_each(|(d, v)| *d += v);
                     }
                 }
             }
@@ -364,4 +487,90 @@ pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
         w.push(&row, &[i as u32, label.into()])?;
     }
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ingest::{Part, PixelOrder, Source};
+    use crate::learn::sae::{Architecture, Decoder};
+
+    fn images(n: usize, side: usize) -> ImageSet {
+        let shape = Shape::rgb(side);
+        let bytes: Vec<u8> = (0..n * shape.pixels())
+            .map(|i| ((i * 37 + i / 97) % 251) as u8)
+            .collect();
+        ImageSet::new(
+            "t",
+            vec![Part::new(
+                std::sync::Arc::new(Source::Owned(bytes)),
+                0,
+                shape.pixels(),
+                n,
+            )],
+            shape,
+            PixelOrder::Hwc,
+            Some(vec![0; n]),
+        )
+        .unwrap()
+    }
+
+    /// A whitening matrix that is symmetric but far from the identity, and a mean.
+    fn zca(d: usize, contrast: bool) -> Normaliser {
+        let a = Array2::from_shape_fn((d, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.05);
+        let w: Array2<f32> = &a + &a.t() + Array2::<f32>::eye(d);
+        Normaliser::Zca {
+            contrast,
+            cn_eps: 10.0 / 255.0 / 255.0,
+            mean: (0..d).map(|i| (i % 5) as f32 * 0.01 - 0.02).collect(),
+            w: w.iter().copied().collect(),
+        }
+    }
+
+    /// The fused path (whitening folded into the first layer, codes pooled as they are
+    /// made) gives the features of the plain one: whiten, encode, then pool.
+    #[test]
+    fn folded_whitening_and_fused_pooling_match_the_plain_path() {
+        let set = images(3, 12);
+        let d = 3 * 4 * 4;
+        for (hidden, contrast) in [(vec![10], true), (vec![9, 7], false)] {
+            let arch = Architecture::new(d, &hidden, Some(hidden.len()), Decoder::Linear).unwrap();
+            let mut theta = arch.init(4);
+            let nw = arch.n_weights();
+            theta[nw..]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, t)| *t = (i % 3) as f64 * 0.1 - 0.1);
+            let net = Network::from_theta(arch, &theta);
+            for code in [
+                Code::Sigmoid,
+                Code::SoftThreshold {
+                    alpha: 0.25,
+                    bias: false,
+                },
+                Code::SoftThreshold {
+                    alpha: 0.1,
+                    bias: true,
+                },
+            ] {
+                let enc = Encoder::new(&net, zca(d, contrast), 4).with_code(code);
+                assert!(enc.fuses());
+                let mut plain = Encoder::new(&net, zca(d, contrast), 4).with_code(code);
+                plain.folded = None;
+                for (step, mode) in [(1, Mode::Pool), (3, Mode::Concat)] {
+                    let a = enc.tile(&set, 0, 3, step, mode);
+                    let b = plain.tile(&set, 0, 3, step, mode);
+                    assert_eq!(a.dim(), b.dim());
+                    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    assert!(scale > 0.0);
+                    for (x, y) in a.iter().zip(b.iter()) {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * scale,
+                            "{code:?} {hidden:?}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

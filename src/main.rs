@@ -186,9 +186,18 @@ struct TrainArgs {
     /// Mini-batch rows.
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     batch_size: usize,
-    /// Mini-batch step size.
+    /// Mini-batch peak step size (where the probe starts unless --no-lr-probe).
     #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
     learning_rate: f64,
+    /// Use --learning-rate as given instead of probing from it.
+    #[arg(long)]
+    no_lr_probe: bool,
+    /// Mini-batch step-size schedule.
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().schedule)]
+    schedule: sae::learn::minibatch::Schedule,
+    /// Fraction of the mini-batch steps spent warming the step size up.
+    #[arg(long, default_value_t = TrainConfig::default().warmup)]
+    warmup: f64,
     /// Seed of the initial weights.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
@@ -416,6 +425,9 @@ fn cmd_train(a: TrainArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<ExitC
         epochs: a.epochs,
         batch_size: a.batch_size,
         learning_rate: a.learning_rate,
+        lr_probe: !a.no_lr_probe,
+        schedule: a.schedule,
+        warmup: a.warmup,
         ..TrainConfig::default()
     };
     tc.check()?;

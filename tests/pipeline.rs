@@ -256,6 +256,30 @@ fn minibatch_training_reduces_the_loss() {
         );
         assert_eq!(t.iterations, 3 * 30);
     }
+    // A step size 1,000 times too small: as given, Adam barely moves in 3 epochs; the
+    // probe finds a working one from it and says which in the model's stop reason.
+    let fixed_or_probed = |probe: bool| {
+        let tc: sae::run::config::TrainConfig = toml::from_str(&format!(
+            "optimizer = \"adam\"\nlearning_rate = 1e-5\nbatch_size = 200\nepochs = 3\nlr_probe = {probe}"
+        ))
+        .unwrap();
+        let job = sae::learn::training::TrainJob::new(arch.clone(), pen, tc.optimiser(), 1);
+        sae::learn::training::train(&store, &job, &d.path().join("l.csv")).unwrap()
+    };
+    let (fixed, probed) = (fixed_or_probed(false), fixed_or_probed(true));
+    assert!(
+        probed.model.header.loss < 0.5 * fixed.model.header.loss,
+        "probed {} vs fixed {}",
+        probed.model.header.loss,
+        fixed.model.header.loss
+    );
+    assert!(probed.stop.contains("by probe"), "{}", probed.stop);
+    assert!(!fixed.stop.contains("by probe"), "{}", fixed.stop);
+    // The probe is deterministic: the same data and seed give the same model.
+    assert_eq!(
+        fixed_or_probed(true).model.net.theta,
+        probed.model.net.theta
+    );
 }
 
 #[test]

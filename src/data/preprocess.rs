@@ -64,7 +64,8 @@ pub struct Fitter {
     cross: Array2<f64>,
 }
 
-fn contrast_normalise(row: &mut [f32], eps: f32) {
+/// Per-patch contrast normalisation in place: mean removed, divided by `sqrt(var + eps)`.
+pub(crate) fn contrast_normalise(row: &mut [f32], eps: f32) {
     let d = row.len() as f32;
     let mean = row.iter().sum::<f32>() / d;
     row.iter_mut().for_each(|v| *v -= mean);

@@ -10,7 +10,9 @@ use crate::data::store::{PatchMeta, Shard, Store};
 use crate::dist::{broadcast_value, Comm, Single};
 use crate::error::{Error, Result};
 use crate::learn::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
-use crate::learn::minibatch::{run_epoch, steps_per_epoch, MinibatchParams, MinibatchState};
+use crate::learn::minibatch::{
+    probe_lr, run_epoch, steps_per_epoch, MinibatchParams, MinibatchState,
+};
 use crate::learn::model::{Header, Model};
 use crate::learn::optim::{LbfgsParams, LbfgsState, Stop};
 use crate::learn::sae::objective::{ObjectiveSpec, Penalty};
@@ -388,7 +390,25 @@ fn run_minibatch(
     session: &mut Session,
 ) -> Result<Outcome> {
     let seed = job.seed;
-    let mut state = resumed.unwrap_or_else(|| MinibatchState::new(job.objective.arch.init(seed)));
+    let init = job.objective.arch.init(seed);
+    let mb = &if mb.probe {
+        let (lr, tried) = probe_lr(store, &job.objective, mb, seed, session.comm, &init)?;
+        say(format!(
+            "train: learning rate {lr:.1e} by probe ({})",
+            tried
+                .iter()
+                .map(|(lr, loss)| format!("{lr:.1e}: {loss:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        MinibatchParams {
+            method: mb.method.with_lr(lr),
+            ..*mb
+        }
+    } else {
+        *mb
+    };
+    let mut state = resumed.unwrap_or_else(|| MinibatchState::new(init));
     let per_epoch = steps_per_epoch(store, mb.batch);
     while state.epoch < mb.epochs {
         let mut prog = Progress::new(
@@ -437,7 +457,12 @@ fn run_minibatch(
         .with_comm(session.comm)
         .eval::<f32>(&state.theta)?;
     let steps = state.steps as usize;
-    Ok((state.theta, loss.total, "epochs done".into(), steps, steps))
+    let stop = format!(
+        "EpochsDone (lr {:.1e}{})",
+        mb.method.lr(),
+        if mb.probe { " by probe" } else { "" }
+    );
+    Ok((state.theta, loss.total, stop, steps, steps))
 }
 
 #[cfg(test)]

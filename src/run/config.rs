@@ -373,8 +373,14 @@ pub enum Optimizer {
 pub struct TrainConfig {
     /// Optimiser.
     pub optimizer: Optimizer,
-    /// Mini-batch step size.
+    /// Mini-batch peak step size (where the probe starts, with `lr_probe`).
     pub learning_rate: f64,
+    /// Choose the peak step size by a short probe ([`crate::learn::minibatch::probe_lr`]).
+    pub lr_probe: bool,
+    /// Step-size schedule over the run.
+    pub schedule: crate::learn::minibatch::Schedule,
+    /// Fraction of the run's steps spent warming the step size up from zero.
+    pub warmup: f64,
     /// SGD momentum.
     pub momentum: f64,
     /// Rows per mini-batch step.
@@ -402,9 +408,12 @@ impl Default for TrainConfig {
         TrainConfig {
             optimizer: Optimizer::Lbfgs,
             learning_rate: 1e-3,
+            lr_probe: true,
+            schedule: crate::learn::minibatch::Schedule::Cosine,
+            warmup: 0.02,
             momentum: 0.9,
             batch_size: 1024,
-            epochs: 5,
+            epochs: 40,
             max_iter: 400,
             memory: 10,
             gtol: 1e-9,
@@ -422,6 +431,9 @@ impl TrainConfig {
         let bad = |k: &str, m: &str| Err(Error::config(k, m));
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return bad("train.learning_rate", "must be positive");
+        }
+        if !(0.0..1.0).contains(&self.warmup) {
+            return bad("train.warmup", "must be a fraction of the run in [0, 1)");
         }
         if self.batch_size == 0 || self.epochs == 0 {
             return bad(
@@ -455,6 +467,9 @@ impl TrainConfig {
             method,
             batch: self.batch_size,
             epochs: self.epochs,
+            schedule: self.schedule,
+            warmup: self.warmup,
+            probe: self.lr_probe,
         })
     }
 

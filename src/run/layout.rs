@@ -21,6 +21,7 @@
 
 use std::path::PathBuf;
 
+use crate::learn::minibatch::Schedule;
 use crate::run::config::{Config, Optimizer};
 
 /// The config as run.
@@ -88,11 +89,26 @@ impl Hashes {
             key["holdout"] = serde_json::json!(d.holdout);
         }
         let patches = hash(&key);
-        let mut train = cfg.train.clone();
-        train.max_iter = 0;
-        train.epochs = 0;
-        train.checkpoint_every = 0;
-        train.checkpoint_seconds = 0.0;
+        // The limits and the checkpoint policy do not shape the trajectory, unless a
+        // step-size schedule spans the run. The keys are those of the configs before
+        // the schedule existed (with the limits zeroed), so that their checkpoints keep
+        // their names; the schedule's keys join only for the optimisers that use them.
+        let t = &cfg.train;
+        let mut train = serde_json::json!({
+            "optimizer": t.optimizer, "learning_rate": t.learning_rate,
+            "momentum": t.momentum, "batch_size": t.batch_size, "epochs": 0,
+            "max_iter": 0, "memory": t.memory, "gtol": t.gtol, "ftol": t.ftol,
+            "chunk": t.chunk, "checkpoint_every": 0, "checkpoint_seconds": 0.0,
+        });
+        if t.optimizer != Optimizer::Lbfgs {
+            let spans = t.schedule != Schedule::Constant || t.warmup > 0.0;
+            train["lr_probe"] = serde_json::json!(t.lr_probe);
+            train["schedule"] = serde_json::json!(t.schedule);
+            train["warmup"] = serde_json::json!(t.warmup);
+            if spans {
+                train["epochs"] = serde_json::json!(t.epochs);
+            }
+        }
         let lineage = hash(&serde_json::json!({
             "patches": patches, "model": cfg.model, "train": train,
         }));
@@ -201,5 +217,52 @@ impl RunLayout {
     /// The picture of sample patches.
     pub fn patches_png(&self) -> PathBuf {
         self.dir.join("patches.png")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::learn::minibatch::Schedule;
+
+    fn hashes(f: impl Fn(&mut Config)) -> Hashes {
+        let mut cfg: Config =
+            toml::from_str("name = \"h\"\n[data]\nformat = \"cifar10\"\npath = \"d\"\n").unwrap();
+        f(&mut cfg);
+        Hashes::of(&cfg)
+    }
+
+    #[test]
+    fn epochs_join_the_trajectory_only_when_the_schedule_spans_the_run() {
+        let adam = |epochs, schedule, warmup| {
+            hashes(move |c: &mut Config| {
+                c.train.optimizer = Optimizer::Adam;
+                c.train.epochs = epochs;
+                c.train.schedule = schedule;
+                c.train.warmup = warmup;
+            })
+        };
+        let (a, b) = (
+            adam(5, Schedule::Constant, 0.0),
+            adam(9, Schedule::Constant, 0.0),
+        );
+        assert_eq!(a.lineage, b.lineage);
+        assert_ne!(a.training, b.training);
+        let (a, b) = (
+            adam(5, Schedule::Cosine, 0.0),
+            adam(9, Schedule::Cosine, 0.0),
+        );
+        assert_ne!(a.lineage, b.lineage);
+        let (a, b) = (
+            adam(5, Schedule::Constant, 0.1),
+            adam(9, Schedule::Constant, 0.1),
+        );
+        assert_ne!(a.lineage, b.lineage);
+        // L-BFGS ignores the mini-batch settings.
+        let lbfgs = |schedule| hashes(move |c: &mut Config| c.train.schedule = schedule);
+        assert_eq!(
+            lbfgs(Schedule::Constant).lineage,
+            lbfgs(Schedule::Cosine).lineage
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod gradcheck;
 pub mod objective;
+pub mod simd;
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ScalarOperand};
 use serde::{Deserialize, Serialize};
@@ -186,9 +187,11 @@ impl Real for f32 {
         x.into()
     }
     fn sigmoid_slice(x: &mut [f32]) {
-        for v in x {
-            *v = 1.0 / (1.0 + fast_exp(-*v));
-        }
+        simd::dispatch(x, |x| {
+            for v in x {
+                *v = 1.0 / (1.0 + fast_exp(-*v));
+            }
+        })
     }
 }
 
