@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
-use sae::data::ingest::{ImageSet, Part, PixelOrder, Shape, Source};
+use sae::data::ingest::{ImageSet, Shape};
 use sae::data::preprocess::Normaliser;
 use sae::data::store::MemoryRows;
 use sae::encode::{Encoder, Mode};
@@ -69,6 +69,45 @@ unsafe fn fma_chains(iters: usize, seed: f32) -> f32 {
     out.iter().sum()
 }
 
+/// `n` synthetic colour images of side `side`, labelled.
+fn image_set(n: usize, side: usize) -> ImageSet {
+    let shape = Shape::rgb(side);
+    let bytes: Vec<u8> = (0..n * shape.pixels())
+        .map(|i| ((i * 7 + i / 300) % 251) as u8)
+        .collect();
+    ImageSet::from_hwc("bench", bytes, shape, Some(vec![0; n])).unwrap()
+}
+
+/// Memory read bandwidth in GB/s: every thread sums its share of `x` (larger than the
+/// caches), eight lanes at a time.
+fn read_bandwidth(x: &Array2<f32>) -> f64 {
+    let flat = x.as_slice().expect("standard layout");
+    let t = best_of(3, || {
+        let s: f32 = flat
+            .par_chunks(flat.len().div_ceil(rayon::current_num_threads()))
+            .map(sum_lanes)
+            .sum();
+        std::hint::black_box(s);
+    });
+    (flat.len() * 4) as f64 / t / 1e9
+}
+
+sae::avx2_or_plain! {
+    fn sum_lanes_into(v: &[f32], out: &mut [f32; 8]) {
+        for c in v.chunks_exact(8) {
+            for l in 0..8 {
+                out[l] += c[l];
+            }
+        }
+    }
+}
+
+fn sum_lanes(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    sum_lanes_into(v, &mut acc);
+    acc.iter().sum()
+}
+
 fn data(m: usize, d: usize) -> Array2<f32> {
     Array2::from_shape_fn((m, d), |(i, j)| {
         0.1 + 0.8 * (((i * 131 + j * 71) % 257) as f32 / 257.0)
@@ -113,6 +152,7 @@ fn linear(quick: bool) {
         .collect();
     let threads = rayon::current_num_threads();
     let peak = gemm_peak(&x, c, 3);
+    let (fma, bw) = (fma_peak(), read_bandwidth(&x));
     for loss in [
         sae::evaluate::linear::Loss::Softmax,
         sae::evaluate::linear::Loss::SquaredHinge,
@@ -128,9 +168,13 @@ fn linear(quick: bool) {
             ));
         });
         let gflops = 4.0 * (n * d * c) as f64 / t / 1e9;
+        // One pass over the features per evaluation.
+        let gbs = (n * d * 4) as f64 / t / 1e9;
         println!(
-            "{{\"bench\":\"linear\",\"loss\":\"{loss:?}\",\"rows\":{n},\"features\":{d},\"classes\":{c},\"threads\":{threads},\"seconds\":{t:.4},\"gflops\":{gflops:.2},\"gemm_gflops\":{peak:.2},\"fraction_of_gemm\":{:.3}}}",
-            gflops / peak
+            "{{\"bench\":\"linear\",\"loss\":\"{loss:?}\",\"rows\":{n},\"features\":{d},\"classes\":{c},\"threads\":{threads},\"seconds\":{t:.4},\"gflops\":{gflops:.2},\"gemm_gflops\":{peak:.2},\"fraction_of_gemm\":{:.3},\"fraction_of_fma_peak\":{:.3},\"read_gb_per_s\":{gbs:.2},\"bandwidth_gb_per_s\":{bw:.2},\"fraction_of_bandwidth\":{:.3}}}",
+            gflops / peak,
+            gflops / fma,
+            gbs / bw
         );
     }
 }
@@ -141,23 +185,7 @@ fn linear(quick: bool) {
 fn encode_coates(hidden: &[usize], quick: bool, reps: usize, fma: f64) {
     let (side, p, d) = (32, 6, 108);
     let n_img = if quick { 256 } else { 1024 };
-    let shape = Shape::rgb(side);
-    let bytes: Vec<u8> = (0..n_img * shape.pixels())
-        .map(|i| ((i * 7 + i / 300) % 251) as u8)
-        .collect();
-    let set = ImageSet::new(
-        "bench",
-        vec![Part::new(
-            std::sync::Arc::new(Source::Owned(bytes)),
-            0,
-            shape.pixels(),
-            n_img,
-        )],
-        shape,
-        PixelOrder::Hwc,
-        Some(vec![0; n_img]),
-    )
-    .unwrap();
+    let set = image_set(n_img, side);
     let a = Array2::from_shape_fn((d, d), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.01);
     let zca = &a + &a.t() + Array2::<f32>::eye(d);
     let norm = Normaliser::Zca {
@@ -227,6 +255,14 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    if only.as_deref() == Some("fma") {
+        println!(
+            "{{\"bench\":\"fma_peak\",\"threads\":{},\"gflops\":{:.2}}}",
+            rayon::current_num_threads(),
+            fma_peak()
+        );
+        return;
+    }
     if only.as_deref() == Some("linear") {
         linear(quick);
         return;
@@ -279,23 +315,7 @@ fn main() {
     // Encoding: 96x96 images, pooled, ufldl scaling, at several steps.
     let side = 96;
     let n_img = if quick { 64 } else { 128 };
-    let shape = Shape::rgb(side);
-    let bytes: Vec<u8> = (0..n_img * shape.pixels())
-        .map(|i| ((i * 7 + i / 300) % 251) as u8)
-        .collect();
-    let set = ImageSet::new(
-        "bench",
-        vec![Part::new(
-            std::sync::Arc::new(Source::Owned(bytes)),
-            0,
-            shape.pixels(),
-            n_img,
-        )],
-        shape,
-        PixelOrder::Hwc,
-        Some(vec![0; n_img]),
-    )
-    .unwrap();
+    let set = image_set(n_img, side);
     encode_coates(&hidden, quick, reps, fma);
     for &h in &hidden {
         let arch = Architecture::new(192, &[h], None, Decoder::Sigmoid).unwrap();

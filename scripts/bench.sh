@@ -5,8 +5,13 @@
 #   - the numpy peer (../shared/peer, float32) on identical work, and the ratio;
 #   - peak RSS (/usr/bin/time -v) of encoding at steps 8 and 1, and of creating a patch
 #     store and training one epoch over it, for growing numbers of patches.
-# Usage: scripts/bench.sh [--quick | --full] [OUT_DIR]   (quick: under a minute)
+#   - with --e2e: the whole Coates pipeline end to end (scripts/e2e_bench.sh).
+# Usage: scripts/bench.sh [--quick | --full | --e2e] [OUT_DIR]   (quick: under a minute)
 set -euo pipefail
+if [ "${1:-}" = "--e2e" ]; then
+  shift
+  exec "$(dirname "$0")/e2e_bench.sh" "$@"
+fi
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
 mode="${1:---quick}"

@@ -91,22 +91,9 @@ impl Code {
     /// Adds the codes of one patch, from the code layer's pre-activation `z` (H
     /// values), to `out` (`width()·H` values): the pooling sum and the code in one pass.
     fn add_code(self, z: &[f32], out: &mut [f32]) {
-        let h = z.len();
         match self {
-            Code::Sigmoid => crate::learn::sae::simd::dispatch((z, out), |(z, out)| {
-                for (o, &v) in out.iter_mut().zip(z) {
-                    *o += 1.0 / (1.0 + crate::learn::sae::fast_exp(-v));
-                }
-            }),
-            Code::SoftThreshold { alpha, .. } => {
-                crate::learn::sae::simd::dispatch((z, out), |(z, out)| {
-                    let (pos, neg) = out.split_at_mut(h);
-                    for ((p, n), &v) in pos.iter_mut().zip(neg.iter_mut()).zip(z) {
-                        *p += (v - alpha).max(0.0);
-                        *n += (-v - alpha).max(0.0);
-                    }
-                })
-            }
+            Code::Sigmoid => add_sigmoid(z, out),
+            Code::SoftThreshold { alpha, .. } => add_soft_threshold(z, alpha, out),
             Code::Triangle => unreachable!("triangle codes need the whole row of distances"),
         }
     }
@@ -119,6 +106,26 @@ impl Code {
                 format!("-soft{alpha}{}", if bias { "b" } else { "" })
             }
             Code::Triangle => "-triangle".into(),
+        }
+    }
+}
+
+crate::avx2_or_plain! {
+    /// `out += sigmoid(z)`.
+    fn add_sigmoid(z: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(z) {
+            *o += 1.0 / (1.0 + crate::learn::sae::fast_exp(-v));
+        }
+    }
+}
+
+crate::avx2_or_plain! {
+    /// `out[..H] += max(0, z − α)`, `out[H..] += max(0, −z − α)`.
+    fn add_soft_threshold(z: &[f32], alpha: f32, out: &mut [f32]) {
+        let (pos, neg) = out.split_at_mut(z.len());
+        for ((p, n), &v) in pos.iter_mut().zip(neg.iter_mut()).zip(z) {
+            *p += (v - alpha).max(0.0);
+            *n += (-v - alpha).max(0.0);
         }
     }
 }
@@ -492,7 +499,6 @@ pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::ingest::{Part, PixelOrder, Source};
     use crate::learn::sae::{Architecture, Decoder};
 
     fn images(n: usize, side: usize) -> ImageSet {
@@ -500,19 +506,7 @@ mod tests {
         let bytes: Vec<u8> = (0..n * shape.pixels())
             .map(|i| ((i * 37 + i / 97) % 251) as u8)
             .collect();
-        ImageSet::new(
-            "t",
-            vec![Part::new(
-                std::sync::Arc::new(Source::Owned(bytes)),
-                0,
-                shape.pixels(),
-                n,
-            )],
-            shape,
-            PixelOrder::Hwc,
-            Some(vec![0; n]),
-        )
-        .unwrap()
+        ImageSet::from_hwc("t", bytes, shape, Some(vec![0; n])).unwrap()
     }
 
     /// A whitening matrix that is symmetric but far from the identity, and a mean.

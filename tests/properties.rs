@@ -2,11 +2,10 @@
 //! any failure to a small case).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use ndarray::{Array2, Axis};
 use proptest::prelude::*;
-use sae::data::ingest::{pickle, ImageSet, Part, PixelOrder, Shape, Source};
+use sae::data::ingest::{pickle, ImageSet, PixelOrder, Shape};
 use sae::data::patches::grid;
 use sae::data::preprocess::{Fitter, NormSpec};
 use sae::data::store::{Kind, Store, StoreWriter};
@@ -235,13 +234,7 @@ proptest! {
         prop_assume!(patch <= side);
         let shape = Shape::rgb(side);
         let bytes: Vec<u8> = (0..n * shape.pixels()).map(|i| (i * 31 % 251) as u8).collect();
-        let set = ImageSet::new(
-            "p",
-            vec![Part::new(Arc::new(Source::Owned(bytes)), 0, shape.pixels(), n)],
-            shape,
-            PixelOrder::Hwc,
-            None,
-        ).unwrap();
+        let set = ImageSet::from_hwc("p", bytes, shape, None).unwrap();
         let arch = Architecture::new(3 * patch * patch, &[hidden], None, Decoder::Sigmoid).unwrap();
         let net = Network::from_theta(arch.clone(), &arch.init(3));
         let code = if soft { Code::SoftThreshold { alpha: 0.1, bias: false } } else { Code::Sigmoid };

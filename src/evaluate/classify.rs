@@ -148,7 +148,7 @@ pub fn evaluate(
                 ..p.linear.clone()
             };
             let f = linear::fit(loss, xtr, ytr, classes, &lp)?;
-            detail = format!("l2 {:.0e}", f.l2);
+            detail = format!("l2 {:.0e}, {} iterations", f.l2, f.iterations);
             if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }

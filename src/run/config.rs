@@ -592,8 +592,11 @@ pub struct ClassifyConfig {
     pub l2: Vec<f64>,
     /// Fraction of training images held out to choose `l2`.
     pub validation: f64,
-    /// L-BFGS iterations of softmax and svm.
+    /// L-BFGS iterations of softmax and svm (the first L2 candidate, or the only fit).
     pub max_iter: usize,
+    /// L-BFGS iterations of each later candidate, started from the previous one's
+    /// solution, and of the refit on all rows, started from the chosen one's.
+    pub warm_iter: usize,
 }
 
 impl Default for ClassifyConfig {
@@ -607,6 +610,7 @@ impl Default for ClassifyConfig {
             l2: vec![3e-2, 1e-2, 3e-3, 1e-3],
             validation: 0.1,
             max_iter: 150,
+            warm_iter: 150,
         }
     }
 }
@@ -624,8 +628,11 @@ impl ClassifyConfig {
         if !(0.0..0.9).contains(&self.validation) {
             return bad("classify.validation", "must lie in [0, 0.9)");
         }
-        if self.max_iter == 0 {
-            return bad("classify.max_iter", "must be at least 1");
+        if self.max_iter == 0 || self.warm_iter == 0 {
+            return bad(
+                "classify.max_iter",
+                "max_iter and warm_iter must be at least 1",
+            );
         }
         Ok(())
     }
@@ -639,6 +646,7 @@ impl ClassifyConfig {
                 l2: self.l2.clone(),
                 validation: self.validation,
                 max_iter: self.max_iter,
+                warm_iter: self.warm_iter,
                 seed,
             },
             seed,

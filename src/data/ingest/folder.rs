@@ -4,9 +4,8 @@
 //! the size of the first one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use super::{Dataset, ImageSet, Part, PixelOrder, Shape, Source};
+use super::{Dataset, ImageSet, Shape};
 use crate::error::{Error, Result};
 
 fn is_image(p: &Path) -> bool {
@@ -68,13 +67,7 @@ fn decode(name: &Path, files: &[(PathBuf, u8)], labelled: bool) -> Result<ImageS
     }
     let shape = shape.expect("non-empty");
     let labels = labelled.then(|| files.iter().map(|f| f.1).collect());
-    let part = Part::new(
-        Arc::new(Source::Owned(bytes)),
-        0,
-        shape.pixels(),
-        files.len(),
-    );
-    ImageSet::new(name, vec![part], shape, PixelOrder::Hwc, labels)
+    ImageSet::from_hwc(name, bytes, shape, labels)
 }
 
 /// Lists `split/<class>/*` with class indices from `classes`.

@@ -107,6 +107,19 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// A set of images held in memory: `bytes` are whole images of `shape`, one after
+    /// the other, pixels interleaved (HWC).
+    pub fn from_hwc(
+        name: impl Into<PathBuf>,
+        bytes: Vec<u8>,
+        shape: Shape,
+        labels: Option<Vec<u8>>,
+    ) -> Result<Self> {
+        let n = bytes.len() / shape.pixels().max(1);
+        let part = Part::new(Arc::new(Source::Owned(bytes)), 0, shape.pixels(), n);
+        ImageSet::new(name, vec![part], shape, PixelOrder::Hwc, labels)
+    }
+
     /// Builds a set; `name` is the file or folder the images come from (for messages).
     pub fn new(
         name: impl Into<PathBuf>,

@@ -187,11 +187,15 @@ impl Real for f32 {
         x.into()
     }
     fn sigmoid_slice(x: &mut [f32]) {
-        simd::dispatch(x, |x| {
-            for v in x {
-                *v = 1.0 / (1.0 + fast_exp(-*v));
-            }
-        })
+        sigmoid_f32(x)
+    }
+}
+
+crate::avx2_or_plain! {
+    fn sigmoid_f32(x: &mut [f32]) {
+        for v in x {
+            *v = 1.0 / (1.0 + fast_exp(-*v));
+        }
     }
 }
 
