@@ -35,12 +35,16 @@ pub fn fma_peak() -> f64 {
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         let iters = 20_000_000usize;
         let threads = rayon::current_num_threads();
+        // One OS thread per worker, so that every core runs its chains at once (a
+        // rayon pool that has just started may run both items on one thread).
         let t = best_of(3, || {
-            let s: f32 = (0..threads)
-                .into_par_iter()
-                .map(|k| unsafe { fma_chains(iters, k as f32) })
-                .sum();
-            std::hint::black_box(s);
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|k| s.spawn(move || unsafe { fma_chains(iters, k as f32) }))
+                    .collect();
+                let sum: f32 = hs.into_iter().map(|h| h.join().expect("fma thread")).sum();
+                std::hint::black_box(sum);
+            });
         });
         // 12 chains x 8 lanes x 2 flops per iteration and thread.
         return (threads * iters * 12 * 8 * 2) as f64 / t / 1e9;

@@ -9,6 +9,8 @@
 #     the same work (8x8 patches, ZCA, 400 units, sigmoid codes at stride 1, pooled,
 #     logistic regression; its only layout) beside `sae`, and the ratio is printed.
 # Usage: scripts/e2e_bench.sh [OUT_DIR]      (full CIFAR-10: about 10 min per optimiser)
+#   CIFAR10_DIR=<folder>  E2E_LBFGS=0 (Adam only)  E2E_SMALL=0 (skip cifar10-small)
+#   E2E_PATCHES, E2E_ITER (shrink the cifar10-small runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
@@ -81,7 +83,7 @@ per = (32 - round((d / 3) ** 0.5) + 1) ** 2
 flops_enc = 2 * images * per * d * h
 wall = re.search(r"Elapsed \(wall clock\) time.*: (.*)$", text, re.M).group(1)
 rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
-acc = re.findall(r"^classify: (\S+) (\S+)\s+accuracy ([\d.]+)(?:.*validation ([\d.]+))?", text, re.M)
+acc = re.findall(r"^classify:\s+(\S+)\s+(\S+)\s+accuracy ([\d.]+)(?:.*validation ([\d.]+))?", text, re.M)
 print(f"== {name}: wall {wall}, peak RSS {rss / 1024:.0f} MiB")
 for k, v in stage.items():
     line = f"  {k:9s} {v:7.1f} s"
@@ -107,6 +109,7 @@ else
   echo "full CIFAR-10 not found in $full (README, \"Full CIFAR-10\"); skipping it"
 fi
 
+[ "${E2E_SMALL:-1}" = 1 ] || exit 0
 # cifar10-small beside the numpy peer, on the work the peer can do.
 small="$(realpath "${SMALL_DIR:-../shared/data/cifar10-small}")"
 patches="${E2E_PATCHES:-100000}"; iters="${E2E_ITER:-400}"
@@ -116,21 +119,25 @@ common=(patches.count="$patches" patches.size=8 model.hidden="[400]" model.beta=
   classify.max_iter=1000 train.max_iter="$iters")
 run small-lbfgs "$(derive configs/cifar10-coates.toml "$small" small-lbfgs "${common[@]}")"
 report small-lbfgs 400 192
+# The same with the mini-batch path (not the peer's work: its own optimiser).
+run small-adam "$(derive configs/cifar10-coates-adam.toml "$small" small-adam "${common[@]}")"
+report small-adam 400 192
 if [ -d "$peer_dir" ] && python3 -c "import numpy, scipy, sklearn" 2>/dev/null; then
   /usr/bin/time -v python3 "$peer_dir/peer.py" --data "$small" --format cifar10 \
     --patches "$patches" --hidden 400 --step 1 --features pool --norm zca \
     --maxiter "$iters" --dtype float32 --classifiers lr --no-baselines \
     > "$out/small-peer.log" 2>&1
-  python3 - "$out/small-lbfgs.log" "$out/small-peer.log" <<'PY'
+  python3 - "$out/small-lbfgs.log" "$out/small-adam.log" "$out/small-peer.log" <<'PY'
 import re, sys
 def wall(path):
     w = re.search(r"Elapsed \(wall clock\) time.*: (.*)$", open(path).read(), re.M).group(1)
     parts = [float(p) for p in w.split(":")]
     return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
-ours, peer = wall(sys.argv[1]), wall(sys.argv[2])
-print(f"== cifar10-small end to end: sae {ours:.1f} s, numpy peer {peer:.1f} s, "
-      f"sae is {peer / ours:.2f}x faster")
-print("   peer:", " ".join(l.strip() for l in open(sys.argv[2]) if "accuracy" in l.lower())[:300])
+lbfgs, adam, peer = (wall(p) for p in sys.argv[1:4])
+print(f"== cifar10-small end to end: numpy peer {peer:.1f} s; sae on the same work "
+      f"(L-BFGS) {lbfgs:.1f} s, {peer / lbfgs:.2f}x faster; sae with Adam {adam:.1f} s, "
+      f"{peer / adam:.2f}x faster")
+print("   peer:", " ".join(l.strip() for l in open(sys.argv[3]) if "acc" in l.lower())[:400])
 PY
 else
   echo "peer: $peer_dir or numpy/scipy/scikit-learn missing; no ratio"
