@@ -58,7 +58,7 @@ for n in $sizes; do
     --out "$work/p.arrow")
   echo "sample_store,$n,,$kb,$s" >> "$out/memory.csv"
   read -r kb s < <(rss "$bin" -q train "$work/p.arrow" --hidden 400 --optimizer adam \
-    --epochs 1 --batch-size 4096 --out "$work/m.sae")
+    --epochs 1 --batch-size 4096 --no-lr-probe --out "$work/m.sae")
   echo "adam_epoch_h400,$n,,$kb,$s" >> "$out/memory.csv"
   rm -f "$work/p.arrow"
 done

@@ -23,6 +23,7 @@ echo "FMA peak: $fma GFLOP/s"
 
 # Runs a config with /usr/bin/time, keeping its stderr for the stage times.
 run() { # name config
+  rm -rf "$out/runs/$1"   # every stage runs: nothing reused from an earlier benchmark
   /usr/bin/time -v "$bin" run "$2" 2> "$out/$1.log" >/dev/null || {
     tail -5 "$out/$1.log"; exit 1; }
 }
@@ -56,7 +57,8 @@ PY
 report() { # name hidden visible
   python3 - "$out/$1.log" "$fma" "$2" "$3" "$1" <<'PY'
 import re, sys
-log, fma, h, d, name = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+log, h, d, name = sys.argv[1], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+fma = float(sys.argv[2] or "nan")   # no AVX2 + FMA: no peak, no fractions
 text = open(log).read()
 def total(pattern):
     return sum(float(m) for m in re.findall(pattern, text, re.M))

@@ -363,6 +363,13 @@ pub fn probe_lr(
             break;
         }
     }
+    if tried.len() == PROBE_TRIES && tried.last().is_some_and(|t| t.0 == best.0) {
+        crate::progress::say(format!(
+            "train: the learning-rate probe stopped after {PROBE_TRIES} tries while the \
+             loss still fell; set train.learning_rate nearer {:.1e} to start it there",
+            best.0
+        ));
+    }
     if !best.1.is_finite() {
         return Err(Error::Numeric(format!(
             "every probed learning rate diverged (tried {})",

@@ -628,11 +628,11 @@ impl ClassifyConfig {
         if !(0.0..0.9).contains(&self.validation) {
             return bad("classify.validation", "must lie in [0, 0.9)");
         }
-        if self.max_iter == 0 || self.warm_iter == 0 {
-            return bad(
-                "classify.max_iter",
-                "max_iter and warm_iter must be at least 1",
-            );
+        if self.max_iter == 0 {
+            return bad("classify.max_iter", "must be at least 1");
+        }
+        if self.warm_iter == 0 {
+            return bad("classify.warm_iter", "must be at least 1");
         }
         Ok(())
     }

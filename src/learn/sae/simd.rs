@@ -3,10 +3,11 @@
 //! The crate is built for the baseline x86-64 target so that one binary runs on any
 //! node of a cluster; the matrix products already pick AVX2/FMA kernels at run time,
 //! and [`avx2_or_plain!`](crate::avx2_or_plain) gives the loops around them (sigmoid,
-//! codes, the classifier's skinny products) the same: the function body is compiled
-//! twice, once inside a function with those features enabled, where the compiler
-//! vectorises it 8 lanes wide, and that copy runs when the processor has them. The two
-//! copies give the same results: the compiler does not fuse separate `*` and `+`.
+//! codes) the same: the function body is compiled twice, once inside a function with
+//! those features enabled, where the compiler vectorises it 8 lanes wide, and that copy
+//! runs when the processor has them. The two copies give the same results: the
+//! compiler does not fuse separate `*` and `+`. (The classifier's kernels, in
+//! `evaluate::linear`, are intrinsics with portable copies of their own.)
 
 /// Whether this processor runs the AVX2 + FMA copies.
 #[cfg(target_arch = "x86_64")]
