@@ -379,3 +379,77 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `model.learner = "random"`: the atoms are distinct patches of the run's store at
+/// unit norm, drawn by the seed, and the run goes on to features and a classifier like
+/// an autoencoder's; the model says which learner made it.
+#[test]
+fn random_patch_dictionary_runs_end_to_end() {
+    let d = tmp();
+    let text = |seed: u64| {
+        format!(
+            r#"
+name = "rp{seed}"
+out_dir = "{}"
+seed = {seed}
+[synth]
+layout = "cifar10"
+train = 200
+test = 100
+[data]
+format = "cifar10"
+[patches]
+count = 3000
+size = 6
+norm = "zca"
+[model]
+learner = "random"
+hidden = [40]
+[features]
+steps = [4]
+modes = ["pool"]
+encoder = "softthreshold"
+[classify]
+classifiers = ["svm"]
+raw_baseline = false
+"#,
+            d.path().display()
+        )
+    };
+    let mut models = Vec::new();
+    for seed in [1, 1, 2] {
+        let p = d.path().join(format!("rp{seed}.toml"));
+        std::fs::write(&p, text(seed)).unwrap();
+        let cfg = sae::run::config::Config::load(&p).unwrap();
+        let (dir, results) = sae::run::pipeline::run(&cfg, false).unwrap();
+        assert!(results[0].accuracy.is_finite());
+        assert_eq!(results[0].stop, sae::learn::dictionary::RANDOM_PATCHES);
+        let m = sae::learn::model::Model::load(&dir.join("model.sae")).unwrap();
+        let store = sae::data::store::Store::open(
+            &dir.join("patches.arrow"),
+            sae::data::store::Kind::Patches,
+        )
+        .unwrap();
+        let w = m.net.weight(0);
+        assert_eq!(w.dim(), (40, 108));
+        // Every atom is some patch of the store, scaled to unit norm.
+        let mut patches: Vec<Vec<f32>> = Vec::new();
+        for b in 0..store.batches() {
+            let batch = store.batch(b).unwrap();
+            patches.extend(batch.values().rows().into_iter().map(|r| r.to_vec()));
+        }
+        assert_eq!(patches.len(), 3000);
+        for atom in w.rows() {
+            let norm: f32 = atom.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "atom norm {norm}");
+            let found = patches.iter().any(|p| {
+                let n: f32 = p.iter().map(|v| v * v).sum::<f32>().sqrt();
+                p.iter().zip(atom).all(|(a, b)| (a / n - b).abs() < 1e-5)
+            });
+            assert!(found, "an atom is not a patch of the store");
+        }
+        models.push(m.net.theta);
+    }
+    assert_eq!(models[0], models[1], "the same seed draws the same atoms");
+    assert_ne!(models[0], models[2], "another seed draws other atoms");
+}

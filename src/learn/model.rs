@@ -28,7 +28,8 @@ pub struct Header {
     pub patch: usize,
     /// Channels per pixel.
     pub channels: usize,
-    /// Final training loss.
+    /// Final training loss (NaN for dictionaries that minimise none; written as null).
+    #[serde(deserialize_with = "null_as_nan")]
     pub loss: f64,
     /// Hash of the config that trained it (empty when trained outside a run).
     #[serde(default)]
@@ -39,6 +40,11 @@ pub struct Header {
     /// Why training stopped (empty: not recorded).
     #[serde(default)]
     pub stop: String,
+}
+
+/// JSON has no NaN: serde_json writes it as null, read back here.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// A trained model.

@@ -272,7 +272,7 @@ impl Session<'_> {
 }
 
 /// Writes the loss trace as CSV (atomically).
-fn write_trace(path: &Path, trace: &[TracePoint]) -> Result<()> {
+pub(crate) fn write_trace(path: &Path, trace: &[TracePoint]) -> Result<()> {
     let mut out = String::from("iteration,evaluations,loss,max_abs_gradient,seconds\n");
     for p in trace {
         out.push_str(&format!(

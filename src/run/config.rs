@@ -302,6 +302,9 @@ impl PatchConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// What makes the code layer: the autoencoder, or a dictionary to compare it with.
+    #[serde(skip_serializing_if = "Learner::is_autoencoder")]
+    pub learner: Learner,
     /// Hidden layer sizes (symmetric stacks, e.g. [75, 48, 75]).
     pub hidden: Vec<usize>,
     /// Sparse (code) layer, 1-based among hidden layers; default the middle one.
@@ -316,9 +319,29 @@ pub struct ModelConfig {
     pub beta: f64,
 }
 
+/// What makes the code layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Learner {
+    /// The sparse autoencoder, trained by `[train]`.
+    #[default]
+    Autoencoder,
+    /// `hidden` random patches of the store at unit norm (Coates & Ng 2011's baseline).
+    Random,
+}
+
+impl Learner {
+    /// Whether this is the default (left out of the config's hash, so configs from
+    /// before the key keep their cache names).
+    pub fn is_autoencoder(&self) -> bool {
+        *self == Learner::Autoencoder
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
+            learner: Learner::Autoencoder,
             hidden: vec![25],
             sparse_layer: None,
             decoder: Decoder::Sigmoid,
@@ -335,6 +358,12 @@ impl ModelConfig {
         let bad = |k: &str, m: &str| Err(Error::config(k, m));
         if self.hidden.is_empty() || self.hidden.contains(&0) {
             return bad("model.hidden", "needs hidden layers of at least one unit");
+        }
+        if self.learner == Learner::Random && self.hidden.len() != 1 {
+            return bad(
+                "model.hidden",
+                "learner = \"random\" makes one layer of atoms: give one size",
+            );
         }
         if !(self.rho > 0.0 && self.rho < 1.0) {
             return bad("model.rho", "must lie in (0, 1)");
@@ -689,7 +718,7 @@ impl Config {
         }
         self.model.check()?;
         let m = &self.model;
-        if m.decoder == Decoder::Sigmoid && p.norm == NormKind::Zca {
+        if m.decoder == Decoder::Sigmoid && p.norm == NormKind::Zca && m.learner.is_autoencoder() {
             return bad(
                 "model.decoder",
                 "a sigmoid decoder cannot reconstruct whitened patches; use \"linear\"",

@@ -19,11 +19,12 @@ use crate::evaluate::classify::{evaluate, Classifier, Standardiser};
 use crate::evaluate::metrics::write_confusion;
 use crate::evaluate::results::Record;
 use crate::learn::checkpoint::Checkpoints;
+use crate::learn::dictionary::random_patches;
 use crate::learn::model::Model;
 use crate::learn::sae::Architecture;
-use crate::learn::training::{train_resumable, CheckpointPolicy, TrainJob};
+use crate::learn::training::{train_resumable, write_trace, CheckpointPolicy, TrainJob};
 use crate::progress::say;
-use crate::run::config::Config;
+use crate::run::config::{Config, Learner};
 use crate::run::layout::{RunLayout, CONFIG, DONE, LOSS, RESULTS_CSV, RESULTS_PARQUET};
 
 /// Opens the run's dataset. When the config asks for synthetic data, it is written
@@ -249,6 +250,21 @@ impl<'a> Run<'a> {
                     // Features of another model must not be taken for this one's.
                     let _ = std::fs::remove_dir_all(&l.features);
                     std::fs::create_dir_all(&l.features).map_err(Error::io(&l.features))?;
+                }
+                if cfg.model.learner == Learner::Random {
+                    let m = self.stage("train");
+                    let mut model = random_patches(store, arch.code_size(), cfg.seed)?;
+                    m.end();
+                    say(format!(
+                        "train: {} random patches at unit norm as atoms",
+                        arch.code_size()
+                    ));
+                    model.header.config = l.hashes.training.clone();
+                    if root {
+                        write_trace(&l.loss, &[])?;
+                        model.save(&l.model)?;
+                    }
+                    return Ok(model);
                 }
                 let policy = CheckpointPolicy {
                     every: cfg.train.checkpoint_every.max(1),
