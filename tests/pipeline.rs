@@ -453,3 +453,61 @@ raw_baseline = false
     assert_eq!(models[0], models[1], "the same seed draws the same atoms");
     assert_ne!(models[0], models[2], "another seed draws other atoms");
 }
+
+/// OMP-1 keeps its atoms at unit norm and fits the patches better than the random
+/// patches it starts from: the mean of max_j (d_j·x)² over the store grows.
+#[test]
+fn omp1_improves_on_its_random_start() {
+    let d = tmp();
+    let ds = dataset(d.path());
+    let spec = sae::data::patches::PatchSpec {
+        size: 8,
+        count: 4000,
+        seed: 1,
+    };
+    let store_path = d.path().join("p.arrow");
+    sae::data::patches::sample_patches(
+        &ds.unlabeled,
+        &spec,
+        sae::data::preprocess::NormSpec::Zca {
+            contrast: true,
+            cn_eps: 10.0 / 65025.0,
+            zca_eps: 0.1,
+        },
+        &store_path,
+        1000,
+        "",
+    )
+    .unwrap();
+    let store =
+        sae::data::store::Store::open(&store_path, sae::data::store::Kind::Patches).unwrap();
+    let mut x = Vec::new();
+    for b in 0..store.batches() {
+        x.push(store.batch(b).unwrap().values().to_owned());
+    }
+    let fit = |m: &sae::learn::model::Model| -> f64 {
+        let w = m.net.weight(0);
+        let mut sum = 0.0;
+        for xb in &x {
+            let s = xb.dot(&w.t());
+            for r in s.rows() {
+                sum += r.iter().map(|v| (*v as f64).powi(2)).fold(0.0, f64::max);
+            }
+        }
+        sum / 4000.0
+    };
+    let start = sae::learn::dictionary::random_patches(&store, 30, 7).unwrap();
+    let learned = sae::learn::dictionary::omp1(&store, 30, 5, 7).unwrap();
+    for atom in learned.net.weight(0).rows() {
+        let n: f32 = atom.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-4, "atom norm {n}");
+    }
+    let (a, b) = (fit(&start), fit(&learned));
+    assert!(b > 1.05 * a, "omp-1 {b} vs its random start {a}");
+    assert_eq!(
+        (learned.header.iterations, learned.header.stop.as_str()),
+        (5, "omp-1")
+    );
+    let again = sae::learn::dictionary::omp1(&store, 30, 5, 7).unwrap();
+    assert_eq!(again.net.theta, learned.net.theta);
+}

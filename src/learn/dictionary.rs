@@ -1,6 +1,9 @@
-//! Dictionaries learned without an objective, beside the autoencoder, for comparing
-//! on equal terms (Coates & Ng 2011): `H` normalised training patches drawn at random
-//! from the patch store, scaled to unit norm, as the code layer's weights.
+//! Dictionaries beside the autoencoder, for comparing on equal terms (Coates & Ng
+//! 2011): `H` normalised training patches drawn at random from the patch store and
+//! scaled to unit norm, and OMP-1 (gain-shape vector quantisation, "spherical k-means")
+//! started from them: each pass over the store gives every patch to the atom of
+//! largest |inner product|, and each atom becomes the unit-norm sum of its patches
+//! weighted by those inner products.
 //!
 //! The result is an ordinary [`Model`]: a one-hidden-layer network whose first-layer
 //! rows are the atoms (zero biases, the decoder their transpose), so encoding, pooling,
@@ -9,6 +12,7 @@
 
 use ndarray::Array2;
 use rand::seq::index::sample;
+use rayon::prelude::*;
 
 use crate::data::store::{PatchMeta, Store};
 use crate::error::{Error, Result};
@@ -64,7 +68,81 @@ pub fn random_patches(store: &Store, hidden: usize, seed: u64) -> Result<Model> 
         }
         start += n;
     }
-    let arch = Architecture::new(d, &[hidden], None, Decoder::Linear)?;
+    Ok(dictionary_model(atoms, meta, RANDOM_PATCHES.into(), 0))
+}
+
+/// OMP-1 over `store` for `passes` full passes, from [`random_patches`] with `seed`.
+/// Rows are processed in fixed blocks whose sums are added in order, so the result
+/// does not depend on the thread count. An atom no patch chose keeps its old value.
+pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Model> {
+    let start = random_patches(store, hidden, seed)?;
+    let meta = PatchMeta::of(store)?;
+    let mut atoms = start.net.weight(0).to_owned();
+    let d = atoms.ncols();
+    let mut bar = crate::progress::Progress::new("train: omp-1", passes, "passes");
+    for _ in 0..passes {
+        let mut sum = Array2::<f32>::zeros((hidden, d));
+        let mut counts = vec![0usize; hidden];
+        for b in 0..store.batches() {
+            let batch = store.batch(b)?;
+            let x = batch.values();
+            let parts: Vec<(Array2<f32>, Vec<usize>)> = x
+                .axis_chunks_iter(ndarray::Axis(0), BLOCK)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|xb| {
+                    let s = xb.dot(&atoms.t());
+                    let mut acc = Array2::<f32>::zeros((hidden, d));
+                    let mut n = vec![0usize; hidden];
+                    for (row, sr) in xb.rows().into_iter().zip(s.rows()) {
+                        let (j, v) = sr.iter().enumerate().fold((0, 0f32), |(bj, bv), (j, &v)| {
+                            if v.abs() > bv.abs() {
+                                (j, v)
+                            } else {
+                                (bj, bv)
+                            }
+                        });
+                        acc.row_mut(j).scaled_add(v, &row);
+                        n[j] += 1;
+                    }
+                    (acc, n)
+                })
+                .collect();
+            for (acc, n) in parts {
+                sum += &acc;
+                counts.iter_mut().zip(n).for_each(|(c, k)| *c += k);
+            }
+            store.release(b);
+        }
+        for ((mut atom, new), &n) in atoms.rows_mut().into_iter().zip(sum.rows()).zip(&counts) {
+            let norm = new
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if n > 0 && norm > 1e-12 {
+                atom.iter_mut()
+                    .zip(new)
+                    .for_each(|(a, &v)| *a = (f64::from(v) / norm) as f32);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(dictionary_model(atoms, meta, OMP1.into(), passes))
+}
+
+/// The learner name recorded in model headers by [`omp1`] (with its passes).
+pub const OMP1: &str = "omp-1";
+
+/// Rows per parallel block of an OMP-1 pass.
+const BLOCK: usize = 4096;
+
+/// A one-hidden-layer model whose first-layer rows are `atoms` (the decoder their
+/// transpose, biases zero), made by the learner named `stop` in `iterations` passes.
+fn dictionary_model(atoms: Array2<f32>, meta: PatchMeta, stop: String, iterations: usize) -> Model {
+    let (hidden, d) = atoms.dim();
+    let arch = Architecture::new(d, &[hidden], None, Decoder::Linear).expect("valid shape");
     let mut theta = vec![0f32; arch.n_params()];
     // W1 (hidden x d) is the atoms, W2 (d x hidden) their transpose, biases zero.
     theta[..hidden * d].copy_from_slice(atoms.as_slice().expect("standard layout"));
@@ -72,7 +150,7 @@ pub fn random_patches(store: &Store, hidden: usize, seed: u64) -> Result<Model> 
     for (dst, src) in theta[hidden * d..2 * hidden * d].iter_mut().zip(t.iter()) {
         *dst = *src;
     }
-    Ok(Model {
+    Model {
         header: Header {
             arch: arch.clone(),
             norm: meta.norm,
@@ -80,9 +158,9 @@ pub fn random_patches(store: &Store, hidden: usize, seed: u64) -> Result<Model> 
             channels: meta.channels,
             loss: f64::NAN,
             config: String::new(),
-            iterations: 0,
-            stop: RANDOM_PATCHES.into(),
+            iterations,
+            stop,
         },
         net: Network { arch, theta },
-    })
+    }
 }

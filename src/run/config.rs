@@ -307,6 +307,9 @@ pub struct ModelConfig {
     pub learner: Learner,
     /// Hidden layer sizes (symmetric stacks, e.g. [75, 48, 75]).
     pub hidden: Vec<usize>,
+    /// Passes over the store of the OMP-1 learner.
+    #[serde(skip_serializing_if = "is_default_passes")]
+    pub passes: usize,
     /// Sparse (code) layer, 1-based among hidden layers; default the middle one.
     pub sparse_layer: Option<usize>,
     /// Output activation.
@@ -328,6 +331,8 @@ pub enum Learner {
     Autoencoder,
     /// `hidden` random patches of the store at unit norm (Coates & Ng 2011's baseline).
     Random,
+    /// OMP-1 (spherical k-means) from random patches, `passes` passes over the store.
+    Omp1,
 }
 
 impl Learner {
@@ -338,11 +343,19 @@ impl Learner {
     }
 }
 
+/// Default OMP-1 passes (left out of the config's hash).
+const PASSES: usize = 10;
+
+fn is_default_passes(p: &usize) -> bool {
+    *p == PASSES
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             learner: Learner::Autoencoder,
             hidden: vec![25],
+            passes: PASSES,
             sparse_layer: None,
             decoder: Decoder::Sigmoid,
             rho: 0.01,
@@ -359,11 +372,14 @@ impl ModelConfig {
         if self.hidden.is_empty() || self.hidden.contains(&0) {
             return bad("model.hidden", "needs hidden layers of at least one unit");
         }
-        if self.learner == Learner::Random && self.hidden.len() != 1 {
+        if !self.learner.is_autoencoder() && self.hidden.len() != 1 {
             return bad(
                 "model.hidden",
-                "learner = \"random\" makes one layer of atoms: give one size",
+                "a dictionary learner makes one layer of atoms: give one size",
             );
+        }
+        if self.learner == Learner::Omp1 && self.passes == 0 {
+            return bad("model.passes", "must be at least 1");
         }
         if !(self.rho > 0.0 && self.rho < 1.0) {
             return bad("model.rho", "must lie in (0, 1)");

@@ -19,7 +19,7 @@ use crate::evaluate::classify::{evaluate, Classifier, Standardiser};
 use crate::evaluate::metrics::write_confusion;
 use crate::evaluate::results::Record;
 use crate::learn::checkpoint::Checkpoints;
-use crate::learn::dictionary::random_patches;
+use crate::learn::dictionary::{omp1, random_patches};
 use crate::learn::model::Model;
 use crate::learn::sae::Architecture;
 use crate::learn::training::{train_resumable, write_trace, CheckpointPolicy, TrainJob};
@@ -251,14 +251,15 @@ impl<'a> Run<'a> {
                     let _ = std::fs::remove_dir_all(&l.features);
                     std::fs::create_dir_all(&l.features).map_err(Error::io(&l.features))?;
                 }
-                if cfg.model.learner == Learner::Random {
+                if !cfg.model.learner.is_autoencoder() {
                     let m = self.stage("train");
-                    let mut model = random_patches(store, arch.code_size(), cfg.seed)?;
+                    let h = arch.code_size();
+                    let mut model = match cfg.model.learner {
+                        Learner::Omp1 => omp1(store, h, cfg.model.passes, cfg.seed)?,
+                        _ => random_patches(store, h, cfg.seed)?,
+                    };
                     m.end();
-                    say(format!(
-                        "train: {} random patches at unit norm as atoms",
-                        arch.code_size()
-                    ));
+                    say(format!("train: {h} atoms by {}", model.header.stop));
                     model.header.config = l.hashes.training.clone();
                     if root {
                         write_trace(&l.loss, &[])?;
