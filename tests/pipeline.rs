@@ -210,27 +210,27 @@ fn damaged_model_is_refused() {
     assert!(e.contains("checksum"), "{e}");
 }
 
+/// A store of `count` 8x8 patches of the test dataset in `dir`, normalised by `norm`.
+fn patch_store(
+    dir: &std::path::Path,
+    count: usize,
+    norm: sae::data::preprocess::NormSpec,
+) -> sae::data::store::Store {
+    let ds = dataset(dir);
+    let spec = sae::data::patches::PatchSpec {
+        size: 8,
+        count,
+        seed: 1,
+    };
+    let path = dir.join("p.arrow");
+    sae::data::patches::sample_patches(&ds.unlabeled, &spec, norm, &path, 1000, "").unwrap();
+    sae::data::store::Store::open(&path, sae::data::store::Kind::Patches).unwrap()
+}
+
 #[test]
 fn minibatch_training_reduces_the_loss() {
     let d = tmp();
-    let ds = dataset(d.path());
-    let spec = sae::data::patches::PatchSpec {
-        size: 8,
-        count: 6000,
-        seed: 1,
-    };
-    let store_path = d.path().join("p.arrow");
-    sae::data::patches::sample_patches(
-        &ds.unlabeled,
-        &spec,
-        sae::data::preprocess::NormSpec::Ufldl,
-        &store_path,
-        1000,
-        "",
-    )
-    .unwrap();
-    let store =
-        sae::data::store::Store::open(&store_path, sae::data::store::Kind::Patches).unwrap();
+    let store = patch_store(d.path(), 6000, sae::data::preprocess::NormSpec::Ufldl);
     let arch = Architecture::new(192, &[16], None, Decoder::Sigmoid).unwrap();
     let pen = sae::learn::sae::objective::Penalty {
         lambda: 1e-5,
@@ -459,28 +459,12 @@ raw_baseline = false
 #[test]
 fn omp1_improves_on_its_random_start() {
     let d = tmp();
-    let ds = dataset(d.path());
-    let spec = sae::data::patches::PatchSpec {
-        size: 8,
-        count: 4000,
-        seed: 1,
+    let zca = sae::data::preprocess::NormSpec::Zca {
+        contrast: true,
+        cn_eps: 10.0 / 65025.0,
+        zca_eps: 0.1,
     };
-    let store_path = d.path().join("p.arrow");
-    sae::data::patches::sample_patches(
-        &ds.unlabeled,
-        &spec,
-        sae::data::preprocess::NormSpec::Zca {
-            contrast: true,
-            cn_eps: 10.0 / 65025.0,
-            zca_eps: 0.1,
-        },
-        &store_path,
-        1000,
-        "",
-    )
-    .unwrap();
-    let store =
-        sae::data::store::Store::open(&store_path, sae::data::store::Kind::Patches).unwrap();
+    let store = patch_store(d.path(), 4000, zca);
     let mut x = Vec::new();
     for b in 0..store.batches() {
         x.push(store.batch(b).unwrap().values().to_owned());
