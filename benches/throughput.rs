@@ -27,7 +27,7 @@ fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// This machine's f32 fused multiply-add peak on every rayon thread: independent
+/// This machine's f32 fused multiply-add peak, one OS thread per rayon worker: independent
 /// 256-bit FMA chains (enough of them to hide the FMA latency), no memory traffic.
 /// Each stage's rate is reported as a fraction of it.
 pub fn fma_peak() -> f64 {

@@ -5,7 +5,7 @@
 # peak RSS, all measured in this one run:
 #   - on the full CIFAR-10 set when it is present (README, "Full CIFAR-10"; pass its
 #     folder as CIFAR10_DIR, default data/cifar-10-batches-bin), L-BFGS and Adam;
-#   - always on ../shared/data/cifar10-small (or SMALL_DIR), where the numpy peer runs
+#   - on ../shared/data/cifar10-small (or SMALL_DIR), where the numpy peer runs
 #     the same work (8x8 patches, ZCA, 400 units, sigmoid codes at stride 1, pooled,
 #     logistic regression; its only layout) beside `sae`, and the ratio is printed.
 # Usage: scripts/e2e_bench.sh [OUT_DIR]      (full CIFAR-10: about 10 min per optimiser)
@@ -71,15 +71,14 @@ stage = {
 # Work in flops: training from the store size and passes, encoding from the patches
 # encoded (one product of 2·d·H per patch), as in benches/throughput.rs.
 rows = int(re.search(r"^patches \(write store\): (\d+) patches in", text, re.M).group(1))
-evals = re.search(r"^train: stopped .* after (\d+) iterations, (\d+) evaluations", text, re.M)
-adam = "EpochsDone" in text
-per_eval = 6 if rows * h * 4 > (256 << 20) else 5
-if adam:
+if "EpochsDone" in text:
     # Five products per row and epoch (mini-batch activations are kept between passes).
-    epochs = len(re.findall(r"^train: epoch \d+ mean", text, re.M))
-    flops_train = 5 * 2 * rows * d * h * epochs
+    passes = 5 * len(re.findall(r"^train: epoch \d+ mean", text, re.M))
 else:
-    flops_train = per_eval * 2 * rows * d * h * int(evals.group(2))
+    # Five or six per evaluation, as the objective's activation cache (256 MiB) allows.
+    evals = re.search(r"^train: stopped .*, (\d+) evaluations", text, re.M).group(1)
+    passes = (6 if rows * h * 4 > (256 << 20) else 5) * int(evals)
+flops_train = passes * 2 * rows * d * h
 images = sum(int(n) for n in re.findall(r"^encode [^:]*: (\d+) images in", text, re.M))
 per = (32 - round((d / 3) ** 0.5) + 1) ** 2
 flops_enc = 2 * images * per * d * h

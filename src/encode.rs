@@ -14,12 +14,12 @@
 //! folded into the code layer's weights once (`W·Z` and an offset for the mean) instead
 //! of costing a product per patch; and the product's output is pooled row by row as it
 //! is thresholded, so the 2·H soft-threshold (or sigmoid) codes of a patch are never
-//! stored. The triangle code measures distances in the whitened space and takes the
-//! unfused path.
+//! stored. The triangle code measures distances in the whitened space: it whitens the
+//! patches and pools finished codes.
 
 use std::path::Path;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ use crate::data::patches::grid;
 use crate::data::preprocess::{contrast_normalise, Normaliser};
 use crate::data::store::{FeatureMeta, Kind, StoreWriter};
 use crate::error::{Error, Result};
-use crate::learn::sae::{affine, encode, sigmoid_inplace, Network};
+use crate::learn::sae::{affine, sigmoid_inplace, Network};
 use crate::progress::Progress;
 
 /// Default patch rows per tile (a memory budget may lower it:
@@ -90,11 +90,12 @@ impl Code {
 
     /// Adds the codes of one patch, from the code layer's pre-activation `z` (H
     /// values), to `out` (`width()·H` values): the pooling sum and the code in one pass.
+    /// Triangle codes need a whole row of distances, so for them `z` is the code.
     fn add_code(self, z: &[f32], out: &mut [f32]) {
         match self {
             Code::Sigmoid => add_sigmoid(z, out),
             Code::SoftThreshold { alpha, .. } => add_soft_threshold(z, alpha, out),
-            Code::Triangle => unreachable!("triangle codes need the whole row of distances"),
+            Code::Triangle => out.iter_mut().zip(z).for_each(|(o, v)| *o += v),
         }
     }
 
@@ -108,6 +109,21 @@ impl Code {
             Code::Triangle => "-triangle".into(),
         }
     }
+}
+
+/// Triangle codes `max(0, mean_k d_k − d_k)` of the rows of `a`, with `d_k = |a − W_k|`.
+fn triangle(a: ArrayView2<f32>, w: &Array2<f32>) -> Array2<f32> {
+    let mut z = a.dot(&w.t());
+    let wn: Vec<f32> = w.axis_iter(Axis(0)).map(|r| r.dot(&r)).collect();
+    for (ar, mut zr) in a.axis_iter(Axis(0)).zip(z.axis_iter_mut(Axis(0))) {
+        let an = ar.dot(&ar);
+        zr.iter_mut()
+            .zip(&wn)
+            .for_each(|(v, &n)| *v = (an - 2.0 * *v + n).max(0.0).sqrt());
+        let mean = zr.mean().unwrap_or(0.0);
+        zr.mapv_inplace(|d| (mean - d).max(0.0));
+    }
+    z
 }
 
 crate::avx2_or_plain! {
@@ -177,7 +193,8 @@ impl Folded {
 pub struct Encoder {
     layers: Vec<(Array2<f32>, Array1<f32>)>,
     norm: Normaliser,
-    /// The first layer with ZCA folded in, for ZCA normalisers.
+    /// The first layer with ZCA folded in, for ZCA normalisers (the triangle code,
+    /// which measures distances in the whitened space, does not use it).
     folded: Option<Folded>,
     patch: usize,
     code: usize,
@@ -218,86 +235,52 @@ impl Encoder {
         self.code * self.kind.width()
     }
 
-    /// Codes of normalised patches (rows of `x`): the reference the fused path of
-    /// [`Encoder::tile`] matches, and the path of the triangle code.
-    pub fn codes(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let (last, rest) = self.layers.split_last().expect("at least one layer");
-        let a = if rest.is_empty() {
-            CowArray::from(x)
-        } else {
-            CowArray::from(encode(rest, x))
-        };
-        let (w, b) = last;
-        match self.kind {
-            Code::Sigmoid | Code::SoftThreshold { .. } => {
-                let with_bias = !matches!(self.kind, Code::SoftThreshold { bias: false, .. });
-                let z = if with_bias {
-                    affine(&a.view(), w, b)
+    /// What [`Encoder::tile`] pools for raw patch rows `x`: the code layer's
+    /// pre-activation, which [`Code::add_code`] turns into codes as it pools them, or
+    /// for the triangle code (which needs a whole row of distances first) the codes
+    /// themselves. A ZCA normaliser is folded into the first layer; any other is
+    /// applied to the rows first.
+    fn pre_codes(&self, mut x: Array2<f32>) -> Array2<f32> {
+        let last = self.layers.len() - 1;
+        let (mut a, first) = match &self.folded {
+            Some(f) if self.kind != Code::Triangle => {
+                if f.contrast {
+                    for mut row in x.rows_mut() {
+                        contrast_normalise(row.as_slice_mut().expect("contiguous"), f.cn_eps);
+                    }
+                }
+                let mut z = x.dot(&f.w.t());
+                let off = if self.uses_bias(0) {
+                    &f.offset_bias
                 } else {
-                    a.dot(&w.t())
+                    &f.offset
                 };
-                let mut out = Array2::<f32>::zeros((z.nrows(), self.code_width()));
-                for (zr, or) in z.rows().into_iter().zip(out.rows_mut()) {
-                    self.kind.add_code(
-                        zr.as_slice().expect("contiguous"),
-                        or.into_slice().expect("contiguous"),
-                    );
-                }
-                out
+                z += &off.view().insert_axis(Axis(0));
+                (z, 1)
             }
-            Code::Triangle => {
-                let mut z = a.dot(&w.t());
-                let wn: Vec<f32> = w.axis_iter(Axis(0)).map(|r| r.dot(&r)).collect();
-                for (ar, mut zr) in a.axis_iter(Axis(0)).zip(z.axis_iter_mut(Axis(0))) {
-                    let an = ar.dot(&ar);
-                    zr.iter_mut()
-                        .zip(&wn)
-                        .for_each(|(v, &n)| *v = (an - 2.0 * *v + n).max(0.0).sqrt());
-                    let mean = zr.mean().unwrap_or(0.0);
-                    zr.mapv_inplace(|d| (mean - d).max(0.0));
-                }
-                z
-            }
-        }
-    }
-
-    /// Whether [`Encoder::tile`] takes the fused path: whitening folded into the first
-    /// layer, codes pooled from the code layer's pre-activation.
-    fn fuses(&self) -> bool {
-        self.folded.is_some() && self.kind != Code::Triangle
-    }
-
-    /// The code layer's pre-activation for raw patch rows `x`, with the whitening
-    /// folded into the first layer (only when [`Encoder::fuses`]).
-    fn fused_pre_code(&self, mut x: Array2<f32>) -> Array2<f32> {
-        let f = self.folded.as_ref().expect("a folded first layer");
-        if f.contrast {
-            for mut row in x.rows_mut() {
-                contrast_normalise(row.as_slice_mut().expect("contiguous"), f.cn_eps);
-            }
-        }
-        let single = self.layers.len() == 1;
-        let with_bias = !single || !matches!(self.kind, Code::SoftThreshold { bias: false, .. });
-        let mut z = x.dot(&f.w.t());
-        let off = if with_bias { &f.offset_bias } else { &f.offset };
-        z += &off.view().insert_axis(Axis(0));
-        if single {
-            return z;
-        }
-        // Deeper encoders: the folded first layer, then the rest up to the code layer's
-        // pre-activation.
-        sigmoid_inplace(&mut z);
-        let (last, mid) = self.layers[1..].split_last().expect("two layers or more");
-        let a = if mid.is_empty() {
-            z
-        } else {
-            encode(mid, z.view())
+            _ => (self.norm.apply(x), 0),
         };
-        let (w, b) = last;
-        match self.kind {
-            Code::SoftThreshold { bias: false, .. } => a.dot(&w.t()),
-            _ => affine(&a.view(), w, b),
+        for l in first..=last {
+            if l > 0 {
+                sigmoid_inplace(&mut a);
+            }
+            if l == last && self.kind == Code::Triangle {
+                return triangle(a.view(), &self.layers[l].0);
+            }
+            let (w, b) = &self.layers[l];
+            a = if self.uses_bias(l) {
+                affine(&a.view(), w, b)
+            } else {
+                a.dot(&w.t())
+            };
         }
+        a
+    }
+
+    /// Whether layer `l`'s bias enters its pre-activation: always, except the code
+    /// layer's under a soft threshold without bias.
+    fn uses_bias(&self, l: usize) -> bool {
+        l + 1 < self.layers.len() || !matches!(self.kind, Code::SoftThreshold { bias: false, .. })
     }
 
     /// Feature width for images of `shape` at `step` in `mode`.
@@ -361,12 +344,7 @@ impl Encoder {
         let h = self.code_width();
         let mut out = Array2::<f32>::zeros((n, self.feature_dim(s, step, mode)));
         let (hr, hc) = (rows.len().div_ceil(2), cols.len().div_ceil(2));
-        let fused = self.fuses();
-        let codes = if fused {
-            self.fused_pre_code(x)
-        } else {
-            self.codes(self.norm.apply(x).view())
-        };
+        let codes = self.pre_codes(x);
         for k in 0..n {
             let mut o = out.row_mut(k);
             let o = o.as_slice_mut().expect("contiguous row");
@@ -379,14 +357,7 @@ impl Encoder {
                         Mode::Concat => pos * h,
                         Mode::Pool => (usize::from(ri >= hr) * 2 + usize::from(ci >= hc)) * h,
                     };
-                    if fused {
-                        self.kind.add_code(code, &mut o[at..at + h]);
-                    } else {
-                        o[at..at + h]
-                            .iter_mut()
-                            .zip(code)
-                            .for_each(|(d, v)| *d += v);
-                    }
+                    self.kind.add_code(code, &mut o[at..at + h]);
                 }
             }
         }
@@ -548,7 +519,7 @@ mod tests {
                 },
             ] {
                 let enc = Encoder::new(&net, zca(d, contrast), 4).with_code(code);
-                assert!(enc.fuses());
+                assert!(enc.folded.is_some());
                 let mut plain = Encoder::new(&net, zca(d, contrast), 4).with_code(code);
                 plain.folded = None;
                 for (step, mode) in [(1, Mode::Pool), (3, Mode::Concat)] {

@@ -346,7 +346,7 @@ impl Store {
                 return Err(Error::Incompatible {
                     path: path.to_path_buf(),
                     what: "store",
-                    found: format!("{v:?}"),
+                    found: v.cloned().unwrap_or_else(|| "none".into()),
                     reads: format!("version {FORMAT_VERSION}"),
                     hint: "",
                 })

@@ -10,7 +10,7 @@
 //! the classifiers, `sae show` and the run cache treat it like a trained autoencoder.
 //! Its header says which learner made it.
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView1, ArrayViewMut1, Axis};
 use rand::seq::index::sample;
 use rayon::prelude::*;
 
@@ -20,18 +20,36 @@ use crate::learn::model::{Header, Model};
 use crate::learn::sae::{Architecture, Decoder, Network};
 use crate::rng::{stream, Stream};
 
-/// The learner name recorded in model headers.
+/// The learner names recorded in model headers.
 pub const RANDOM_PATCHES: &str = "random patches";
+/// See [`RANDOM_PATCHES`]; the header's `iterations` holds the passes.
+pub const OMP1: &str = "omp-1";
+
+/// Rows per parallel block of an OMP-1 pass.
+const BLOCK: usize = 4096;
 
 /// `hidden` distinct patches of `store`, drawn with `seed`, each scaled to unit norm.
-/// Patches of (near) zero norm cannot be scaled and are an error naming the store.
 pub fn random_patches(store: &Store, hidden: usize, seed: u64) -> Result<Model> {
-    let meta = PatchMeta::of(store)?;
+    let atoms = random_atoms(store, hidden, seed)?;
+    Ok(dictionary_model(
+        atoms,
+        PatchMeta::of(store)?,
+        RANDOM_PATCHES,
+        0,
+    ))
+}
+
+/// The atoms of [`random_patches`]. Patches of (near) zero norm cannot be scaled and
+/// are an error naming the store.
+fn random_atoms(store: &Store, hidden: usize, seed: u64) -> Result<Array2<f32>> {
     let (rows, d) = (store.rows(), store.dim());
     if hidden == 0 || hidden > rows {
         return Err(Error::config(
             "model.hidden",
-            format!("random patches need 1..={rows} atoms (the store's rows), not {hidden}"),
+            format!(
+                "random patches need 1..={rows} atoms (the rows of {}), not {hidden}",
+                store.path().display()
+            ),
         ));
     }
     let mut picks = sample(&mut stream(seed, Stream::Init, 1), rows, hidden).into_vec();
@@ -45,39 +63,44 @@ pub fn random_patches(store: &Store, hidden: usize, seed: u64) -> Result<Model> 
             let batch = store.batch(b)?;
             let values = batch.values();
             while next < hidden && picks[next] < start + n {
-                let row = values.row(picks[next] - start);
-                let norm = row
-                    .iter()
-                    .map(|v| f64::from(*v).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
-                if norm.is_nan() || norm <= 1e-8 {
+                if !set_unit(atoms.row_mut(next), values.row(picks[next] - start)) {
                     return Err(Error::bad(
                         store.path(),
                         format!("patch {} has zero norm and cannot be an atom", picks[next]),
                     ));
                 }
-                atoms
-                    .row_mut(next)
-                    .iter_mut()
-                    .zip(row)
-                    .for_each(|(a, &v)| *a = (f64::from(v) / norm) as f32);
                 next += 1;
             }
             store.release(b);
         }
         start += n;
     }
-    Ok(dictionary_model(atoms, meta, RANDOM_PATCHES.into(), 0))
+    Ok(atoms)
 }
 
-/// OMP-1 over `store` for `passes` full passes, from [`random_patches`] with `seed`.
-/// Rows are processed in fixed blocks whose sums are added in order, so the result
-/// does not depend on the thread count. An atom no patch chose keeps its old value.
+/// Sets `dst` to `src` scaled to unit norm (in f64); false, leaving `dst` as it was,
+/// when `src` has no direction to keep.
+fn set_unit(mut dst: ArrayViewMut1<f32>, src: ArrayView1<f32>) -> bool {
+    let norm = src
+        .iter()
+        .map(|v| f64::from(*v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    if norm.is_nan() || norm <= 1e-8 {
+        return false;
+    }
+    dst.iter_mut()
+        .zip(src)
+        .for_each(|(a, &v)| *a = (f64::from(v) / norm) as f32);
+    true
+}
+
+/// OMP-1 over `store` for `passes` full passes, from the atoms of [`random_patches`]
+/// with `seed`. Rows are processed in fixed blocks whose sums are added in order, so
+/// the result does not depend on the thread count. An atom no patch chose keeps its
+/// old value.
 pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Model> {
-    let start = random_patches(store, hidden, seed)?;
-    let meta = PatchMeta::of(store)?;
-    let mut atoms = start.net.weight(0).to_owned();
+    let mut atoms = random_atoms(store, hidden, seed)?;
     let d = atoms.ncols();
     let mut bar = crate::progress::Progress::new("train: omp-1", passes, "passes");
     for _ in 0..passes {
@@ -87,7 +110,7 @@ pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Mo
             let batch = store.batch(b)?;
             let x = batch.values();
             let parts: Vec<(Array2<f32>, Vec<usize>)> = x
-                .axis_chunks_iter(ndarray::Axis(0), BLOCK)
+                .axis_chunks_iter(Axis(0), BLOCK)
                 .collect::<Vec<_>>()
                 .into_par_iter()
                 .map(|xb| {
@@ -114,33 +137,20 @@ pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Mo
             }
             store.release(b);
         }
-        for ((mut atom, new), &n) in atoms.rows_mut().into_iter().zip(sum.rows()).zip(&counts) {
-            let norm = new
-                .iter()
-                .map(|v| f64::from(*v).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            if n > 0 && norm > 1e-12 {
-                atom.iter_mut()
-                    .zip(new)
-                    .for_each(|(a, &v)| *a = (f64::from(v) / norm) as f32);
+        for ((atom, new), &n) in atoms.rows_mut().into_iter().zip(sum.rows()).zip(&counts) {
+            if n > 0 {
+                set_unit(atom, new);
             }
         }
         bar.inc(1);
     }
     bar.finish();
-    Ok(dictionary_model(atoms, meta, OMP1.into(), passes))
+    Ok(dictionary_model(atoms, PatchMeta::of(store)?, OMP1, passes))
 }
-
-/// The learner name recorded in model headers by [`omp1`] (with its passes).
-pub const OMP1: &str = "omp-1";
-
-/// Rows per parallel block of an OMP-1 pass.
-const BLOCK: usize = 4096;
 
 /// A one-hidden-layer model whose first-layer rows are `atoms` (the decoder their
 /// transpose, biases zero), made by the learner named `stop` in `iterations` passes.
-fn dictionary_model(atoms: Array2<f32>, meta: PatchMeta, stop: String, iterations: usize) -> Model {
+fn dictionary_model(atoms: Array2<f32>, meta: PatchMeta, stop: &str, iterations: usize) -> Model {
     let (hidden, d) = atoms.dim();
     let arch = Architecture::new(d, &[hidden], None, Decoder::Linear).expect("valid shape");
     let mut theta = vec![0f32; arch.n_params()];
@@ -159,7 +169,7 @@ fn dictionary_model(atoms: Array2<f32>, meta: PatchMeta, stop: String, iteration
             loss: f64::NAN,
             config: String::new(),
             iterations,
-            stop,
+            stop: stop.into(),
         },
         net: Network { arch, theta },
     }

@@ -231,14 +231,13 @@ pub fn run_epoch(
     }
     let per_epoch = steps_per_epoch(store, p.batch);
     let total = (per_epoch * p.epochs) as u64;
-    let mut g = Vec::new();
     store.for_each_batch(&todo, &mut |_, rows| {
         for mb in rows.axis_chunks_iter(Axis(0), p.batch) {
             if skip > 0 {
                 skip -= 1;
                 continue;
             }
-            let loss = batch_loss_grad(objective, comm, mb, (&state.theta, state.steps), &mut g)?;
+            let (loss, g) = batch_loss_grad(objective, comm, mb, &state.theta, state.steps)?;
             let lr = p.method.lr() * p.factor(state.steps, total);
             state.update(&p.method, lr, &g);
             state.pos += 1;
@@ -256,17 +255,16 @@ pub fn run_epoch(
     })
 }
 
-/// Loss and gradient (into `g`) of one mini-batch at `theta`; under `comm` each rank
-/// takes its share of the rows and the sums are all-reduced. A loss or gradient that
-/// is not finite or explodes is an error naming `step`, so the caller never steps on it.
+/// Loss and gradient of one mini-batch at `theta`; under `comm` each rank takes its
+/// share of the rows and the sums are all-reduced. A loss or gradient that is not
+/// finite or explodes is an error naming `step`, so the caller never steps on it.
 fn batch_loss_grad(
     objective: &ObjectiveSpec,
     comm: &dyn Comm,
     mb: ArrayView2<f32>,
-    theta_step: (&[f64], u64),
-    g: &mut Vec<f64>,
-) -> Result<f64> {
-    let (theta, step) = theta_step;
+    theta: &[f64],
+    step: u64,
+) -> Result<(f64, Vec<f64>)> {
     let mine = mb.slice_move(ndarray::s![
         crate::dist::share(mb.nrows(), comm.rank(), comm.size()),
         ..
@@ -288,8 +286,7 @@ fn batch_loss_grad(
             loss.total
         )));
     }
-    *g = grad;
-    Ok(loss.total)
+    Ok((loss.total, grad))
 }
 
 /// Mini-batch steps of each probe run.
@@ -316,7 +313,12 @@ pub fn probe_lr(
     if p.batch == 0 {
         return Err(Error::config("train.batch_size", "must be at least 1"));
     }
-    let first = epoch_order(store.batches(), seed, 0)[0];
+    let Some(&first) = epoch_order(store.batches(), seed, 0).first() else {
+        return Err(Error::bad(
+            store.path(),
+            "the patch store has no rows to train on",
+        ));
+    };
     let batch = store.batch(first)?;
     let rows = batch.values();
     let minis: Vec<ArrayView2<f32>> = rows
@@ -326,15 +328,13 @@ pub fn probe_lr(
     let tail = minis.len().div_ceil(4);
     let run = |lr: f64| -> Result<f64> {
         let mut state = MinibatchState::new(theta0.to_vec());
-        let mut g = Vec::new();
         let mut sum = 0.0;
         for (k, mb) in minis.iter().enumerate() {
-            let loss =
-                match batch_loss_grad(objective, comm, *mb, (&state.theta, state.steps), &mut g) {
-                    Ok(l) => l,
-                    Err(Error::Numeric(_)) => return Ok(f64::INFINITY),
-                    Err(e) => return Err(e),
-                };
+            let (loss, g) = match batch_loss_grad(objective, comm, *mb, &state.theta, state.steps) {
+                Ok(lg) => lg,
+                Err(Error::Numeric(_)) => return Ok(f64::INFINITY),
+                Err(e) => return Err(e),
+            };
             if k >= minis.len() - tail {
                 sum += loss;
             }
@@ -363,6 +363,10 @@ pub fn probe_lr(
             break;
         }
     }
+    drop(minis);
+    drop(batch);
+    // The epochs read the store in their own order; its pages need not stay resident.
+    store.release(first);
     if tried.len() == PROBE_TRIES && tried.last().is_some_and(|t| t.0 == best.0) {
         crate::progress::say(format!(
             "train: the learning-rate probe stopped after {PROBE_TRIES} tries while the \
@@ -372,7 +376,8 @@ pub fn probe_lr(
     }
     if !best.1.is_finite() {
         return Err(Error::Numeric(format!(
-            "every probed learning rate diverged (tried {})",
+            "every probed learning rate diverged on {} (tried {})",
+            store.path().display(),
             tried
                 .iter()
                 .map(|(lr, _)| format!("{lr:.1e}"))

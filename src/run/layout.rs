@@ -223,7 +223,6 @@ impl RunLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::learn::minibatch::Schedule;
 
     fn hashes(f: impl Fn(&mut Config)) -> Hashes {
         let mut cfg: Config =

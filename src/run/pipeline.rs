@@ -255,8 +255,9 @@ impl<'a> Run<'a> {
                     let m = self.stage("train");
                     let h = arch.code_size();
                     let mut model = match cfg.model.learner {
+                        Learner::Random => random_patches(store, h, cfg.seed)?,
                         Learner::Omp1 => omp1(store, h, cfg.model.passes, cfg.seed)?,
-                        _ => random_patches(store, h, cfg.seed)?,
+                        Learner::Autoencoder => unreachable!("trained below"),
                     };
                     m.end();
                     say(format!("train: {h} atoms by {}", model.header.stop));
@@ -507,6 +508,7 @@ impl Run<'_> {
                 .as_ref()
                 .unwrap_or(&cfg.classify.classifiers);
             results.extend(self.evaluate(which, &shared, &ds.classes)?);
+            crate::evaluate::results::write(&self.layout.dir, &results)?;
         }
         let code = cfg.features.code();
         let enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch)
@@ -530,7 +532,9 @@ impl Run<'_> {
                 crate::evaluate::results::write(&self.layout.dir, &results)?;
             }
         }
-        if root {
+        // The table is written as each set is scored; a run that scored none still
+        // leaves one.
+        if root && results.is_empty() {
             crate::evaluate::results::write(&self.layout.dir, &results)?;
         }
         Ok(results)
