@@ -122,3 +122,32 @@ fn a_memory_budget_is_checked_before_any_work() {
     let (ok, _, err) = run_bin(&["run", "c.toml", "--max-memory", "lots"], d.path());
     assert!(!ok && err.contains("lots"), "{err}");
 }
+
+/// Every config and sweep shipped in `configs/` parses and passes its checks, and every
+/// sweep expands into runs with distinct folders.
+#[test]
+fn shipped_configs_and_sweeps_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut seen = 0;
+    for dir in [root.clone(), root.join("study")] {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                sae::run::config::Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+    }
+    for e in std::fs::read_dir(root.join("sweeps")).unwrap() {
+        let p = e.unwrap().path();
+        let (sweep, base) = sae::run::sweep::SweepFile::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let runs = sweep
+            .expand(&base)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let names: std::collections::HashSet<_> =
+            runs.iter().map(|r| r.config.name.clone()).collect();
+        assert_eq!(names.len(), runs.len(), "{}", p.display());
+        seen += 1;
+    }
+    assert!(seen > 10, "{seen} files");
+}

@@ -10,7 +10,17 @@
 //! "model.hidden" = [[25], [75, 48, 75]]
 //! ```
 //!
-//! Every combination becomes a run under `<out_dir>/<name>/runs/<k>-<values>/`. All runs
+//! An `[ablate]` table asks for one-factor-at-a-time changes instead of a product:
+//! the base point, then one run per listed value with only that key changed (on top of
+//! every grid combination, when there is a grid too):
+//!
+//! ```toml
+//! [ablate]
+//! "features.alpha" = [0.1, 0.5]
+//! "patches.zca_eps" = [0.01, 1.0]
+//! ```
+//!
+//! Every run lives under `<out_dir>/<name>/runs/<k>-<values>/`. All runs
 //! share one cache (`<out_dir>/<name>/cache/`) whose entries are named by the hash of
 //! what determines them, so one patch store serves every model sampled from it, one
 //! trained model serves every step and feature mode, and feature files are computed
@@ -37,8 +47,12 @@ pub struct SweepFile {
     pub name: String,
     /// The base run config, relative to the sweep file.
     pub base: PathBuf,
-    /// Dotted config key -> values to try.
+    /// Dotted config key -> values to try, every combination.
+    #[serde(default)]
     pub grid: toml::Table,
+    /// Dotted config key -> values to try one at a time against the base point.
+    #[serde(default)]
+    pub ablate: toml::Table,
 }
 
 /// One expanded run: its config and the grid values that made it.
@@ -69,6 +83,32 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     Ok(())
 }
 
+/// The value at dotted `key` of `table`, if set.
+fn get<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let (first, rest) = key
+        .split_once('.')
+        .map_or((key, None), |(a, b)| (a, Some(b)));
+    let v = table.get(first)?;
+    match rest {
+        None => Some(v),
+        Some(r) => get(v.as_table()?, r),
+    }
+}
+
+/// The keys of `table` (the sweep file's `[name]`) with their lists of values.
+fn lists<'a>(name: &str, table: &'a toml::Table) -> Result<Vec<(&'a String, Vec<toml::Value>)>> {
+    table
+        .iter()
+        .map(|(k, v)| match v {
+            toml::Value::Array(a) if !a.is_empty() => Ok((k, a.clone())),
+            _ => Err(Error::config(
+                format!("{name}.{k}"),
+                "needs a non-empty list of values",
+            )),
+        })
+        .collect()
+}
+
 fn short(v: &toml::Value) -> String {
     let s = match v {
         toml::Value::String(s) => s.clone(),
@@ -89,35 +129,50 @@ impl SweepFile {
         let base_text = std::fs::read_to_string(&base_path).map_err(Error::io(&base_path))?;
         let base: toml::Table = toml::from_str(&base_text)
             .map_err(|e| Error::bad(&base_path, format!("invalid config: {e}")))?;
-        if sweep.grid.is_empty() {
-            return Err(Error::bad(path, "the grid is empty"));
+        if sweep.grid.is_empty() && sweep.ablate.is_empty() {
+            return Err(Error::bad(path, "the grid and the ablation are both empty"));
+        }
+        if let Some(k) = sweep.ablate.keys().find(|k| sweep.grid.contains_key(*k)) {
+            return Err(Error::bad(
+                path,
+                format!("`{k}` is both a grid axis and ablated; list it in one of them"),
+            ));
         }
         Ok((sweep, base))
     }
 
-    /// Every combination of the grid, each checked as a run config.
+    /// Every combination of the grid, each with the base point and every one-key change
+    /// of the ablation, each checked as a run config.
     pub fn expand(&self, base: &toml::Table) -> Result<Vec<SweepRun>> {
-        let axes: Vec<(&String, Vec<toml::Value>)> = self
-            .grid
-            .iter()
-            .map(|(k, v)| match v {
-                toml::Value::Array(a) if !a.is_empty() => Ok((k, a.clone())),
-                _ => Err(Error::config(
-                    format!("grid.{k}"),
-                    "needs a non-empty list of values",
-                )),
-            })
-            .collect::<Result<_>>()?;
+        let axes = lists("grid", &self.grid)?;
+        let changes: Vec<(&String, toml::Value)> = lists("ablate", &self.ablate)?
+            .into_iter()
+            .flat_map(|(k, vals)| vals.into_iter().map(move |v| (k, v)))
+            .collect();
+        // The ablated keys' columns hold the base config's value, or the change.
+        let at_base: Vec<String> = self
+            .ablate
+            .keys()
+            .map(|k| get(base, k).map_or_else(|| "default".into(), short))
+            .collect();
         let total: usize = axes.iter().map(|a| a.1.len()).product();
         let out_dir = base
             .get("out_dir")
             .and_then(|v| v.as_str())
             .unwrap_or("runs");
         let root = Path::new(out_dir).join(&self.name);
-        let mut runs = Vec::with_capacity(total);
-        for k in 0..total {
+        let mut runs = Vec::with_capacity(total * (1 + changes.len()));
+        for (k, change) in (0..total)
+            .flat_map(|g| {
+                std::iter::once(None)
+                    .chain(changes.iter().map(Some))
+                    .map(move |c| (g, c))
+            })
+            .enumerate()
+        {
+            let (g, change) = change;
             let mut t = base.clone();
-            let mut rest = k;
+            let mut rest = g;
             let mut values = Vec::new();
             for (key, vals) in &axes {
                 let v = vals[rest % vals.len()].clone();
@@ -126,12 +181,28 @@ impl SweepFile {
                 set(&mut t, key, v)?;
             }
             // Axes with one value say nothing about the run: leave them out of its name.
-            let label: Vec<String> = values
+            let mut label: Vec<String> = values
                 .iter()
                 .zip(&axes)
                 .filter(|(_, (_, vals))| vals.len() > 1)
                 .map(|((_, v), _)| v.clone())
                 .collect();
+            for (key, v) in self.ablate.keys().zip(&at_base) {
+                values.push((key.to_string(), v.clone()));
+            }
+            if let Some((key, v)) = change {
+                let at = values
+                    .iter()
+                    .position(|(k, _)| k == *key)
+                    .expect("ablated key");
+                values[at].1 = short(v);
+                label.push(format!(
+                    "{}-{}",
+                    key.rsplit('.').next().unwrap_or(key),
+                    short(v)
+                ));
+                set(&mut t, key, v.clone())?;
+            }
             let name = if label.is_empty() {
                 format!("{k:03}")
             } else {
@@ -262,4 +333,56 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
         }
     }
     crate::evaluate::results::write(root, &all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sweep(text: &str) -> Vec<SweepRun> {
+        let base: toml::Table = toml::from_str(
+            "name = \"b\"\nout_dir = \"o\"\n[data]\nformat = \"cifar10\"\npath = \"d\"\n[features]\nalpha = 0.25\n",
+        )
+        .unwrap();
+        let s: SweepFile = toml::from_str(text).unwrap();
+        s.expand(&base).unwrap()
+    }
+
+    #[test]
+    fn ablation_changes_one_key_at_a_time_per_grid_point() {
+        let runs = sweep(
+            "name = \"a\"\nbase = \"b.toml\"\n[grid]\n\"seed\" = [1, 2]\n\
+             [ablate]\n\"features.alpha\" = [0.5]\n\"patches.count\" = [10, 20]\n",
+        );
+        assert_eq!(runs.len(), 2 * 4);
+        let at = |k: usize| -> Vec<(String, String)> { runs[k].values.clone() };
+        let v = |a: &str, b: &str, c: &str| {
+            vec![
+                ("seed".to_string(), a.to_string()),
+                ("features.alpha".to_string(), b.to_string()),
+                ("patches.count".to_string(), c.to_string()),
+            ]
+        };
+        assert_eq!(at(0), v("1", "0.25", "default"));
+        assert_eq!(at(1), v("1", "0.5", "default"));
+        assert_eq!(at(3), v("1", "0.25", "20"));
+        assert_eq!(at(4), v("2", "0.25", "default"));
+        assert_eq!(runs[1].config.features.alpha, 0.5);
+        assert_eq!(runs[3].config.patches.count, 20);
+        assert_eq!(runs[3].config.features.alpha, 0.25);
+        assert_eq!(runs[3].config.name, "003-1_count-20");
+        assert_eq!(runs[4].config.seed, 2);
+        let names: std::collections::HashSet<_> = runs.iter().map(|r| &r.config.name).collect();
+        assert_eq!(names.len(), runs.len(), "run folders are distinct");
+    }
+
+    #[test]
+    fn ablation_alone_starts_from_the_base_point() {
+        let runs =
+            sweep("name = \"a\"\nbase = \"b.toml\"\n[ablate]\n\"features.alpha\" = [0.1, 0.5]\n");
+        let alphas: Vec<f64> = runs.iter().map(|r| r.config.features.alpha).collect();
+        assert_eq!(alphas, [0.25, 0.1, 0.5]);
+        assert_eq!(runs[0].config.name, "000");
+        assert_eq!(runs[2].config.name, "002-alpha-0.5");
+    }
 }
