@@ -161,15 +161,20 @@ fn linear(quick: bool) {
         sae::evaluate::linear::Loss::Softmax,
         sae::evaluate::linear::Loss::SquaredHinge,
     ] {
+        let rows: Vec<usize> = (0..n).collect();
+        let id = sae::evaluate::linear::Standardiser::identity(d);
         let t = best_of(3, || {
             std::hint::black_box(sae::evaluate::linear::objective::<f32>(
                 loss,
-                x.view(),
+                sae::evaluate::linear::Features::Memory(x.view()),
+                &rows,
                 &y,
+                &id,
                 c,
                 1e-3,
                 &theta,
-            ));
+            ))
+            .expect("objective");
         });
         let gflops = 4.0 * (n * d * c) as f64 / t / 1e9;
         // One pass over the features per evaluation.

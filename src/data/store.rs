@@ -513,6 +513,74 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The batches holding rows `lo..hi`, decoded once, for reading rows of that range
+    /// by index and handing their pages back as the work goes ([`Span::release`]).
+    pub fn span(&self, lo: usize, hi: usize) -> Result<Span<'_>> {
+        let mut parts = Vec::new();
+        if lo < hi {
+            let mut b = self.starts.partition_point(|&s| s <= lo) - 1;
+            while b < self.batches() && self.starts[b] < hi {
+                parts.push((self.starts[b], self.batch(b)?));
+                b += 1;
+            }
+        }
+        Ok(Span { store: self, parts })
+    }
+
+    /// The labels of a feature store (its second u32 column), in row order.
+    pub fn labels(&self) -> Result<Vec<u32>> {
+        if self.kind != Kind::Features {
+            return Err(Error::bad(
+                &self.path,
+                "has no labels (not a feature store)",
+            ));
+        }
+        let mut y = Vec::with_capacity(self.rows());
+        for i in 0..self.batches() {
+            y.extend_from_slice(self.batch(i)?.column(1));
+        }
+        Ok(y)
+    }
+}
+
+/// Decoded batches covering a range of a [`Store`]'s rows.
+pub struct Span<'a> {
+    store: &'a Store,
+    /// (first row, batch) of each batch the range touches, in order.
+    parts: Vec<(usize, StoreBatch)>,
+}
+
+impl Span<'_> {
+    fn part(&self, i: usize) -> (usize, &StoreBatch) {
+        let k = self.parts.partition_point(|(s, _)| *s <= i) - 1;
+        let (s, b) = &self.parts[k];
+        assert!(i - s < b.rows(), "row {i} lies outside the span");
+        (*s, b)
+    }
+
+    /// Row `i` of the store (which must lie in the span), borrowed from the map.
+    pub fn row(&self, i: usize) -> &[f32] {
+        let (s, b) = self.part(i);
+        let d = self.store.dim;
+        let all = b.values().to_slice().expect("rows are contiguous");
+        &all[(i - s) * d..(i - s + 1) * d]
+    }
+
+    /// Hands the pages of rows `lo..hi` (within the span) back to the page cache.
+    pub fn release(&self, lo: usize, hi: usize) {
+        if lo >= hi {
+            return;
+        }
+        let first = self.row(lo).as_ptr() as usize;
+        let last = self.row(hi - 1).as_ptr() as usize + 4 * self.store.dim;
+        // Rows of one batch are contiguous in the map; across a batch boundary the
+        // range also covers the next batch's header, which is harmless to release.
+        let base = self.store.map.as_ptr() as usize;
+        crate::mmap::release(&self.store.map, first - base, last - first);
+    }
+}
+
 /// Checks that every buffer a batch's metadata names lies inside its body: the Arrow
 /// decoder slices them unchecked and panics on a damaged file.
 fn check_buffers(

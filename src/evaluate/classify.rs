@@ -2,11 +2,14 @@
 //! (the study's pair) and the [`crate::evaluate::linear`] softmax and L2-SVM that scale to wide
 //! features, scored by [`crate::evaluate::metrics`].
 //!
-//! smartcore types stay inside this module; the rest of `sae` passes ndarray matrices
-//! and u32 labels. Features are standardised by the caller ([`Standardiser`], fitted on
-//! the training rows); trees do not care, linear models need it.
+//! smartcore types stay inside this module; the rest of `sae` passes [`Features`] (a
+//! matrix in memory or a feature store on disk) and u32 labels. Features are
+//! standardised here ([`Standardiser`], fitted on the training rows; trees do not care,
+//! linear models need it). smartcore's models take the standardised matrices in
+//! memory; the linear ones read the rows as they go, so their width is not bounded by
+//! memory.
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use smartcore::ensemble::random_forest_classifier::{
@@ -16,7 +19,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 use crate::error::{Error, Result};
-use crate::evaluate::linear::{self, LinearParams, Loss};
+use crate::evaluate::linear::{self, Features, LinearParams, Loss, Standardiser};
 use crate::evaluate::metrics::{score, Evaluation};
 
 /// A classifier kind.
@@ -54,32 +57,10 @@ pub struct ClassifyParams {
     pub lr_alpha: f64,
     /// Softmax and SVM settings.
     pub linear: LinearParams,
+    /// Variance floor of the standardisation, as a fraction of the mean variance.
+    pub var_floor: f64,
     /// Seed.
     pub seed: u64,
-}
-
-/// Mean and standard deviation per column, fitted on training features.
-pub struct Standardiser {
-    mean: Array1<f32>,
-    inv_std: Array1<f32>,
-}
-
-impl Standardiser {
-    /// Fits on `x`. Each variance gets 1 % of the mean variance added, so that
-    /// near-constant columns (a rarely active unit) are not blown up into noise.
-    pub fn fit(x: &Array2<f32>) -> Self {
-        let mean = x.mean_axis(Axis(0)).expect("non-empty");
-        let var = x.var_axis(Axis(0), 0.0);
-        let floor = 0.01 * var.mean().unwrap_or(0.0) + 1e-12;
-        let inv_std = var.mapv(|v| 1.0 / (v + floor).sqrt());
-        Standardiser { mean, inv_std }
-    }
-
-    /// Standardises `x` in place.
-    pub fn apply(&self, x: &mut Array2<f32>) {
-        *x -= &self.mean.view().insert_axis(Axis(0));
-        *x *= &self.inv_std.view().insert_axis(Axis(0));
-    }
 }
 
 fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
@@ -87,30 +68,34 @@ fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
     DenseMatrix::new(x.nrows(), x.ncols(), v, false).map_err(|e| Error::Classifier(e.to_string()))
 }
 
-/// Fits `which` on the training features and evaluates it on the test features.
-/// `xtr` and `ytr` may be reordered while fitting and are restored before returning.
+/// Fits `which` on the training features (standardised by a [`Standardiser`] fitted
+/// on them) and evaluates it on the test features.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     which: Classifier,
     p: &ClassifyParams,
-    xtr: &mut Array2<f32>,
-    ytr: &mut [u32],
-    xte: &Array2<f32>,
+    xtr: Features,
+    ytr: &[u32],
+    xte: Features,
     yte: &[u32],
     classes: usize,
 ) -> Result<Evaluation> {
-    if xtr.nrows() == 0 || xte.nrows() == 0 {
+    if xtr.rows() == 0 || xte.rows() == 0 {
         return Err(Error::Classifier("no training or test rows".into()));
     }
-    if xtr.ncols() != xte.ncols() {
+    if xtr.dim() != xte.dim() {
         return Err(Error::Classifier(format!(
-            "train has {} features, test {}",
-            xtr.ncols(),
-            xte.ncols()
+            "{} has {} features, {} has {}",
+            xtr.origin(),
+            xtr.dim(),
+            xte.origin(),
+            xte.dim()
         )));
     }
-    if xtr.iter().chain(xte.iter()).any(|v| !v.is_finite()) {
-        return Err(Error::Classifier("features contain NaN or Inf".into()));
+    if xtr.rows() != ytr.len() || xte.rows() != yte.len() {
+        return Err(Error::Classifier("rows and labels differ in number".into()));
     }
+    let s = Standardiser::fit(xtr, p.var_floor)?;
     let fail = |e: smartcore::error::Failed| Error::Classifier(format!("{}: {e}", which.name()));
     let mut detail = String::new();
     let pred: Vec<u32> = match which {
@@ -118,7 +103,7 @@ pub fn evaluate(
             // smartcore fits trees one after another; fitting one-tree forests in
             // parallel and taking the majority vote of all trees is the same forest
             // (each tree with its own bootstrap seed) on every core.
-            let (a, b) = (dense(xtr)?, dense(xte)?);
+            let (a, b) = (dense(&s.matrix(xtr)?)?, dense(&s.matrix(xte)?)?);
             let y = ytr.to_vec();
             let votes: Vec<Vec<u32>> = (0..u64::from(p.rf_trees))
                 .into_par_iter()
@@ -130,12 +115,13 @@ pub fn evaluate(
                     m.predict(&b).map_err(fail)
                 })
                 .collect::<Result<_>>()?;
-            majority(&votes, xte.nrows(), classes)
+            majority(&votes, xte.rows(), classes)
         }
         Classifier::Lr => {
             let params = LogisticRegressionParameters::default().with_alpha(p.lr_alpha as f32);
-            let m = LogisticRegression::fit(&dense(xtr)?, &ytr.to_vec(), params).map_err(fail)?;
-            m.predict(&dense(xte)?).map_err(fail)?
+            let (a, b) = (dense(&s.matrix(xtr)?)?, dense(&s.matrix(xte)?)?);
+            let m = LogisticRegression::fit(&a, &ytr.to_vec(), params).map_err(fail)?;
+            m.predict(&b).map_err(fail)?
         }
         Classifier::Softmax | Classifier::Svm => {
             let loss = if which == Classifier::Svm {
@@ -147,12 +133,12 @@ pub fn evaluate(
                 seed: p.seed,
                 ..p.linear.clone()
             };
-            let f = linear::fit(loss, xtr, ytr, classes, &lp)?;
+            let f = linear::fit(loss, xtr, ytr, &s, classes, &lp)?;
             detail = format!("l2 {:.0e}, {} iterations", f.l2, f.iterations);
             if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }
-            f.model.predict(xte.view())
+            f.model.predict_all(xte, &s)?
         }
     };
     let mut e = score(&pred, yte, classes);
@@ -197,9 +183,8 @@ mod tests {
 
     #[test]
     fn both_classifiers_separate_blobs() {
-        let (mut xtr, mut ytr) = blobs(150, 1);
+        let (xtr, ytr) = blobs(150, 1);
         let (xte, yte) = blobs(90, 2);
-        let (x0, y0) = (xtr.clone(), ytr.clone());
         let p = ClassifyParams {
             rf_trees: 20,
             ..crate::run::config::ClassifyConfig::default().params(0)
@@ -210,30 +195,29 @@ mod tests {
             Classifier::Softmax,
             Classifier::Svm,
         ] {
-            let e = evaluate(c, &p, &mut xtr, &mut ytr, &xte, &yte, 3).unwrap();
+            let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
+            let e = evaluate(c, &p, a, &ytr, b, &yte, 3).unwrap();
             assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
             assert_eq!(e.confusion.sum() as usize, 90);
-            assert!(
-                xtr == x0 && ytr == y0,
-                "{c:?} left the training rows reordered"
-            );
         }
     }
 
     #[test]
     fn nan_features_are_refused() {
-        let (mut xtr, mut ytr) = blobs(30, 1);
+        let (mut xtr, ytr) = blobs(30, 1);
         xtr[[3, 1]] = f32::NAN;
-        let (xte, yte) = blobs(9, 2);
-        let r = evaluate(
-            Classifier::Lr,
-            &crate::run::config::ClassifyConfig::default().params(0),
-            &mut xtr,
-            &mut ytr,
-            &xte,
-            &yte,
-            3,
-        );
-        assert!(r.is_err());
+        let (mut xte, yte) = blobs(9, 2);
+        let p = crate::run::config::ClassifyConfig::default().params(0);
+        for c in [Classifier::Lr, Classifier::Svm] {
+            let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
+            assert!(evaluate(c, &p, a, &ytr, b, &yte, 3).is_err(), "{c:?}");
+        }
+        // NaN in the test rows only.
+        xte[[2, 0]] = f32::NAN;
+        let xtr = blobs(30, 1).0;
+        for c in [Classifier::Lr, Classifier::Svm] {
+            let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
+            assert!(evaluate(c, &p, a, &ytr, b, &yte, 3).is_err(), "{c:?}");
+        }
     }
 }

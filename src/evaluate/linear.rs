@@ -12,6 +12,13 @@
 //! iterations along the whole path (README, "Classifier path"), so the default keeps
 //! every candidate's budget and `warm_iter` is the knob that trades accuracy for time.
 //!
+//! The rows come from a matrix in memory or straight from a feature store on disk
+//! ([`Features`]), standardised on the fly a cache-sized sub-block at a time, with the
+//! store's pages handed back as soon as they are read: the resident set does not grow
+//! with the features, so widths whose matrix is larger than memory fit (the page cache
+//! keeps the file between evaluations when it can). Memory and store give identical
+//! results, since both run the same blocks in the same order.
+//!
 //! The f32 kernels use fused multiply-adds (`f32::mul_add`): AVX2 + FMA intrinsics
 //! where the processor has them, and portable copies with the same results elsewhere,
 //! which are slow on processors without FMA (a software `fmaf` per product).
@@ -21,6 +28,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::store::{Span, Store};
 use crate::error::{Error, Result};
 use crate::learn::optim::{minimize, LbfgsParams};
 use crate::learn::sae::{simd, Real};
@@ -33,6 +41,217 @@ const BLOCK: usize = 2048;
 /// for the gradient, beside the gradient's columns streaming through.
 fn sub_rows(d: usize) -> usize {
     ((384 << 10) / (4 * d.max(1))).clamp(4, 256)
+}
+
+/// Feature rows, raw (unstandardised), with their labels kept apart.
+#[derive(Clone, Copy)]
+pub enum Features<'a> {
+    /// A matrix in memory.
+    Memory(ArrayView2<'a, f32>),
+    /// A feature store, read through its memory map a block at a time.
+    Stored(&'a Store),
+}
+
+/// Rows `lo..hi` of [`Features`], to read by index.
+enum Block<'a> {
+    Memory(ArrayView2<'a, f32>),
+    Stored(Span<'a>),
+}
+
+impl Block<'_> {
+    fn row(&self, i: usize) -> &[f32] {
+        match self {
+            Block::Memory(x) => x
+                .row(i)
+                .to_slice()
+                .expect("rows of a standard-layout matrix are contiguous"),
+            Block::Stored(s) => s.row(i),
+        }
+    }
+
+    fn release(&self, lo: usize, hi: usize) {
+        if let Block::Stored(s) = self {
+            s.release(lo, hi)
+        }
+    }
+}
+
+impl<'a> Features<'a> {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        match self {
+            Features::Memory(x) => x.nrows(),
+            Features::Stored(s) => s.rows(),
+        }
+    }
+
+    /// Features per row.
+    pub fn dim(&self) -> usize {
+        match self {
+            Features::Memory(x) => x.ncols(),
+            Features::Stored(s) => s.dim(),
+        }
+    }
+
+    /// Where the rows come from, for messages.
+    pub fn origin(&self) -> String {
+        match self {
+            Features::Memory(_) => "features in memory".into(),
+            Features::Stored(s) => s.path().display().to_string(),
+        }
+    }
+
+    fn block(&self, lo: usize, hi: usize) -> Result<Block<'a>> {
+        Ok(match *self {
+            Features::Memory(x) => {
+                if !x.is_standard_layout() {
+                    return Err(Error::Classifier(
+                        "feature matrix is not in row-major layout".into(),
+                    ));
+                }
+                Block::Memory(x)
+            }
+            Features::Stored(s) => Block::Stored(s.span(lo, hi)?),
+        })
+    }
+
+    /// Calls `f` on every row of `rows` (ascending indices) in fixed blocks, in
+    /// parallel, with sub-blocks of standardised rows gathered into a buffer; returns
+    /// the blocks' results in order, so sums over them do not depend on the threads.
+    fn map_blocks<T, F, I>(
+        &self,
+        rows: &[usize],
+        std: &Standardiser,
+        f: F,
+        init: I,
+    ) -> Result<Vec<T>>
+    where
+        T: Send,
+        F: Fn(&[usize], ArrayView2<f32>, &mut T) + Sync,
+        I: Fn() -> T + Sync,
+    {
+        let d = self.dim();
+        let sub = sub_rows(d);
+        rows.par_chunks(BLOCK)
+            .map(|chunk| {
+                let block = self.block(chunk[0], chunk[chunk.len() - 1] + 1)?;
+                let mut acc = init();
+                let mut buf = Array2::<f32>::zeros((sub.min(chunk.len()), d));
+                for part in chunk.chunks(sub) {
+                    let mut xb = buf.slice_mut(s![..part.len(), ..]);
+                    for (&i, mut dst) in part.iter().zip(xb.rows_mut()) {
+                        std.apply_row(block.row(i), dst.as_slice_mut().expect("row"));
+                    }
+                    block.release(part[0], part[part.len() - 1] + 1);
+                    f(part, xb.view(), &mut acc);
+                }
+                Ok(acc)
+            })
+            .collect()
+    }
+}
+
+/// Mean and standard deviation per column, fitted on training features.
+#[derive(Clone, Debug)]
+pub struct Standardiser {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl Standardiser {
+    /// Leaves rows of width `d` as they are.
+    pub fn identity(d: usize) -> Self {
+        Standardiser {
+            mean: vec![0.0; d],
+            inv_std: vec![1.0; d],
+        }
+    }
+
+    /// Fits on every row of `x` in one streamed pass. Each variance gets `floor` times
+    /// the mean variance added, so that near-constant columns (a rarely active unit)
+    /// are not blown up into noise. Non-finite values are an error naming the source.
+    pub fn fit(x: Features, floor: f64) -> Result<Self> {
+        let (n, d) = (x.rows(), x.dim());
+        if n == 0 {
+            return Err(Error::Classifier(format!("{} has no rows", x.origin())));
+        }
+        // Sums of deviations from the first row, so that columns with a large mean
+        // lose no precision to cancellation.
+        let shift: Vec<f32> = x.block(0, 1)?.row(0).to_vec();
+        let all: Vec<usize> = (0..n).collect();
+        let sums = x.map_blocks(
+            &all,
+            &Standardiser::identity(d),
+            |_, xb: ArrayView2<f32>, (s1, s2, bad): &mut (Vec<f64>, Vec<f64>, bool)| {
+                for row in xb.rows() {
+                    for (j, (&v, &k)) in row.iter().zip(&shift).enumerate() {
+                        *bad |= !v.is_finite();
+                        let c = f64::from(v) - f64::from(k);
+                        s1[j] += c;
+                        s2[j] += c * c;
+                    }
+                }
+            },
+            || (vec![0.0; d], vec![0.0; d], false),
+        )?;
+        let (mut s1, mut s2) = (vec![0.0; d], vec![0.0; d]);
+        for (a, b, bad) in sums {
+            if bad {
+                return Err(Error::Classifier(format!(
+                    "{}: features contain NaN or Inf",
+                    x.origin()
+                )));
+            }
+            s1.iter_mut().zip(a).for_each(|(s, v)| *s += v);
+            s2.iter_mut().zip(b).for_each(|(s, v)| *s += v);
+        }
+        let nf = n as f64;
+        let var: Vec<f64> = s1
+            .iter()
+            .zip(&s2)
+            .map(|(a, b)| (b / nf - (a / nf).powi(2)).max(0.0))
+            .collect();
+        let add = floor * var.iter().sum::<f64>() / d.max(1) as f64 + 1e-12;
+        Ok(Standardiser {
+            mean: s1
+                .iter()
+                .zip(&shift)
+                .map(|(a, &k)| (a / nf + f64::from(k)) as f32)
+                .collect(),
+            inv_std: var
+                .iter()
+                .map(|v| (1.0 / (v + add).sqrt()) as f32)
+                .collect(),
+        })
+    }
+
+    fn apply_row(&self, src: &[f32], dst: &mut [f32]) {
+        for (((o, &v), &m), &s) in dst.iter_mut().zip(src).zip(&self.mean).zip(&self.inv_std) {
+            *o = (v - m) * s;
+        }
+    }
+
+    /// The standardised rows of `x`, in memory (for classifiers that need a matrix).
+    pub fn matrix(&self, x: Features) -> Result<Array2<f32>> {
+        let (n, d) = (x.rows(), x.dim());
+        let mut out = Array2::<f32>::zeros((n, d));
+        for lo in (0..n).step_by(BLOCK) {
+            let hi = (lo + BLOCK).min(n);
+            let block = x.block(lo, hi)?;
+            for i in lo..hi {
+                let mut dst = out.row_mut(i);
+                self.apply_row(block.row(i), dst.as_slice_mut().expect("row"));
+            }
+            block.release(lo, hi);
+        }
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Classifier(format!(
+                "{}: features contain NaN or Inf",
+                x.origin()
+            )));
+        }
+        Ok(out)
+    }
 }
 
 /// The loss a linear classifier minimises.
@@ -52,6 +271,20 @@ impl Loss {
             Loss::SquaredHinge => "svm",
         }
     }
+}
+
+/// Peak heap of fitting `rows` rows of `width` features into `classes`: L-BFGS history
+/// and iterates, and every block's partial gradient (or column sums) before they are
+/// added in order. The rows themselves are read a sub-block at a time.
+pub fn fit_bytes(rows: u64, width: u64, classes: u64) -> u64 {
+    let n_params = classes * (width + 1);
+    let history = LbfgsParams::default().memory as u64;
+    let threads = rayon::current_num_threads().max(1) as u64;
+    let padded = classes.div_ceil(GROUP as u64) * GROUP as u64;
+    let blocks = rows.div_ceil(BLOCK as u64);
+    let partials = blocks * (padded * width * 4).max(2 * width * 8);
+    let buffers = threads * (sub_rows(width as usize) as u64 * width * 4 + padded * width * 4);
+    (2 * history + 8) * n_params * 8 + partials + buffers
 }
 
 /// Training settings.
@@ -92,17 +325,24 @@ pub struct Fitted {
     pub iterations: usize,
 }
 
+/// A block's loss sum, gradient (weights, biases) and score scratch.
+type Partial<F> = (f64, Array2<F>, Array1<F>, Array2<F>);
+
 /// Loss and gradient at `theta = [W (row-major, classes x d), b]`, mean over the rows
-/// of `x` plus `l2/2·|W|²`. Computed in `F`; `F = f64` is for the gradient check.
+/// `rows` (ascending) of `x`, standardised by `std`, plus `l2/2·|W|²`; `y` holds the
+/// labels of all rows of `x`. Computed in `F`; `F = f64` is for the gradient check.
+#[allow(clippy::too_many_arguments)]
 pub fn objective<F: Products>(
     loss: Loss,
-    x: ArrayView2<f32>,
+    x: Features,
+    rows: &[usize],
     y: &[u32],
+    std: &Standardiser,
     classes: usize,
     l2: f64,
     theta: &[f64],
-) -> (f64, Vec<f64>) {
-    let (n, d) = x.dim();
+) -> Result<(f64, Vec<f64>)> {
+    let (n, d) = (rows.len(), x.dim());
     // Classes padded with zero weights to a multiple of the kernels' group: the padded
     // scores are exactly zero and add nothing to the gradient.
     let cp = classes.div_ceil(GROUP) * GROUP;
@@ -121,36 +361,36 @@ pub fn objective<F: Products>(
         }
     });
     let sub = sub_rows(d);
-    let blocks: Vec<(f64, Array2<F>, Array1<F>)> = (0..n.div_ceil(BLOCK))
-        .into_par_iter()
-        .map(|k| {
-            let (lo, hi) = (k * BLOCK, ((k + 1) * BLOCK).min(n));
-            let mut sum = 0.0;
-            let mut gw = Array2::<F>::zeros((cp, d));
-            let mut gb = Array1::<F>::zeros(cp);
-            let mut sc = Array2::<F>::zeros((sub, cp));
-            // Sub-blocks small enough to stay in cache between the two products, so
-            // the features are read from memory once per evaluation, not twice.
-            for at in (lo..hi).step_by(sub) {
-                let top = (at + sub).min(hi);
-                let xb = F::cast_rows(x.slice(s![at..top, ..]));
-                let mut sc = sc.slice_mut(s![..top - at, ..]);
-                F::scores(&xb.view(), &w.view(), &mut sc);
-                sc += &b.view().insert_axis(Axis(0));
-                for (r, mut row) in sc.axis_iter_mut(Axis(0)).enumerate() {
-                    let row = &mut row.as_slice_mut().expect("row")[..classes];
-                    sum += dscores(loss, row, y[at + r] as usize);
-                }
-                F::add_gradient(&sc.view(), &xb.view(), &mut gw);
-                gb += &sc.sum_axis(Axis(0));
+    // Sub-blocks small enough to stay in cache between the two products, so the
+    // features are read from memory once per evaluation, not twice.
+    let blocks = x.map_blocks(
+        rows,
+        std,
+        |part: &[usize], xb: ArrayView2<f32>, (sum, gw, gb, scratch): &mut Partial<F>| {
+            let xb = F::cast_rows(xb);
+            let mut sc = scratch.slice_mut(s![..part.len(), ..]);
+            F::scores(&xb.view(), &w.view(), &mut sc);
+            sc += &b.view().insert_axis(Axis(0));
+            for (r, mut row) in sc.axis_iter_mut(Axis(0)).enumerate() {
+                let row = &mut row.as_slice_mut().expect("row")[..classes];
+                *sum += dscores(loss, row, y[part[r]] as usize);
             }
-            (sum, gw, gb)
-        })
-        .collect();
+            F::add_gradient(&sc.view(), &xb.view(), gw);
+            *gb += &sc.sum_axis(Axis(0));
+        },
+        || {
+            (
+                0.0,
+                Array2::<F>::zeros((cp, d)),
+                Array1::<F>::zeros(cp),
+                Array2::<F>::zeros((sub, cp)),
+            )
+        },
+    )?;
     let inv_n = 1.0 / n.max(1) as f64;
     let mut f = 0.0;
     let mut g = vec![0.0; theta.len()];
-    for (sum, gw, gb) in &blocks {
+    for (sum, gw, gb, _) in &blocks {
         f += sum;
         for (gi, v) in g.iter_mut().zip(gw.iter().take(classes * d)) {
             *gi += v.as_f64();
@@ -165,7 +405,7 @@ pub fn objective<F: Products>(
         f += 0.5 * l2 * wi * wi;
         *gi += l2 * wi;
     }
-    (f, g)
+    Ok((f, g))
 }
 
 /// The two products of the objective for a sub-block of rows. The classifier's
@@ -447,30 +687,55 @@ fn dscores<F: Real>(loss: Loss, s: &mut [F], y: usize) -> f64 {
 }
 
 impl LinearModel {
-    /// Predicted class of every row.
-    pub fn predict(&self, x: ArrayView2<f32>) -> Vec<u32> {
-        let n = x.nrows();
-        (0..n.div_ceil(BLOCK))
-            .into_par_iter()
-            .flat_map_iter(|k| {
-                let xb = x.slice(s![k * BLOCK..((k + 1) * BLOCK).min(n), ..]);
+    /// Predicted class of the rows `rows` (ascending) of `x`, standardised by `std`
+    /// (the standardiser the model was fitted with).
+    pub fn predict(&self, x: Features, rows: &[usize], std: &Standardiser) -> Result<Vec<u32>> {
+        if x.dim() != self.w.ncols() {
+            return Err(Error::Classifier(format!(
+                "{} has {} features, the classifier {}",
+                x.origin(),
+                x.dim(),
+                self.w.ncols()
+            )));
+        }
+        let parts = x.map_blocks(
+            rows,
+            std,
+            |_, xb: ArrayView2<f32>, (pred, bad): &mut (Vec<u32>, bool)| {
+                *bad |= xb.iter().any(|v| !v.is_finite());
                 let sc = xb.dot(&self.w.t()) + self.b.view().insert_axis(Axis(0));
-                sc.axis_iter(Axis(0))
-                    .map(|r| {
-                        r.iter()
-                            .enumerate()
-                            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                                if v > bv {
-                                    (i, v)
-                                } else {
-                                    (bi, bv)
-                                }
-                            })
-                            .0 as u32
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+                pred.extend(sc.axis_iter(Axis(0)).map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                            if v > bv {
+                                (i, v)
+                            } else {
+                                (bi, bv)
+                            }
+                        })
+                        .0 as u32
+                }));
+            },
+            || (Vec::new(), false),
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (p, bad) in parts {
+            if bad {
+                return Err(Error::Classifier(format!(
+                    "{}: features contain NaN or Inf",
+                    x.origin()
+                )));
+            }
+            out.extend(p);
+        }
+        Ok(out)
+    }
+
+    /// Predicted class of every row of `x`.
+    pub fn predict_all(&self, x: Features, std: &Standardiser) -> Result<Vec<u32>> {
+        let all: Vec<usize> = (0..x.rows()).collect();
+        self.predict(x, &all, std)
     }
 
     fn from_theta(theta: &[f64], classes: usize, d: usize) -> Self {
@@ -481,92 +746,84 @@ impl LinearModel {
     }
 }
 
-fn train(
-    loss: Loss,
-    x: ArrayView2<f32>,
-    y: &[u32],
+/// What every L-BFGS fit along a classifier's path shares.
+struct Split<'a, 'b> {
+    x: Features<'a>,
+    y: &'b [u32],
+    std: &'b Standardiser,
     classes: usize,
-    l2: f64,
-    theta: Vec<f64>,
-    max_iter: usize,
-) -> Result<(Vec<f64>, usize)> {
-    let p = LbfgsParams {
-        max_iter,
-        gtol: 1e-7,
-        ftol: 1e-10,
-        ..LbfgsParams::default()
-    };
-    let mut fg = |t: &[f64]| -> Result<(f64, Vec<f64>)> {
-        let (f, g) = objective::<f32>(loss, x, y, classes, l2, t);
-        if !f.is_finite() {
-            return Err(Error::Numeric(format!(
-                "classifier loss became {f} (l2 = {l2})"
-            )));
-        }
-        Ok((f, g))
-    };
-    let mut bar = crate::progress::Progress::new(
-        format!("classify {} l2 {l2:.0e}", loss.name()),
-        max_iter,
-        "iterations",
-    );
-    let (st, stop) = minimize(theta, &p, &mut fg, &mut |it| {
-        if it.iter > 0 {
-            bar.inc(1)
-        }
-    })?;
-    let secs = bar.finish();
-    crate::progress::say(format!(
-        "classify {} l2 {l2:.0e}: loss {:.6} after {} iterations, {} evaluations, {secs:.1} s ({stop:?})",
-        loss.name(),
-        st.f,
-        st.iter,
-        st.evals
-    ));
-    Ok((st.x, st.iter))
 }
 
-/// Moves rows so that row `i` becomes the old row `perm[i]`, in place (one spare row).
-fn permute_rows(x: &mut Array2<f32>, y: &mut [u32], perm: &[usize]) {
-    let mut done = vec![false; perm.len()];
-    let mut tmp = Array1::<f32>::zeros(x.ncols());
-    for start in 0..perm.len() {
-        if done[start] || perm[start] == start {
-            continue;
-        }
-        tmp.assign(&x.row(start));
-        let ty = y[start];
-        let mut j = start;
-        loop {
-            done[j] = true;
-            let k = perm[j];
-            if k == start {
-                x.row_mut(j).assign(&tmp);
-                y[j] = ty;
-                break;
+impl Split<'_, '_> {
+    fn train(
+        &self,
+        loss: Loss,
+        rows: &[usize],
+        l2: f64,
+        theta: Vec<f64>,
+        max_iter: usize,
+    ) -> Result<(Vec<f64>, usize)> {
+        let p = LbfgsParams {
+            max_iter,
+            gtol: 1e-7,
+            ftol: 1e-10,
+            ..LbfgsParams::default()
+        };
+        let mut fg = |t: &[f64]| -> Result<(f64, Vec<f64>)> {
+            let (f, g) =
+                objective::<f32>(loss, self.x, rows, self.y, self.std, self.classes, l2, t)?;
+            if !f.is_finite() {
+                return Err(Error::Numeric(format!(
+                    "classifier loss became {f} (l2 = {l2})"
+                )));
             }
-            let (mut dst, src) = x.multi_slice_mut((s![j, ..], s![k, ..]));
-            dst.assign(&src);
-            y[j] = y[k];
-            j = k;
-        }
+            Ok((f, g))
+        };
+        let mut bar = crate::progress::Progress::new(
+            format!("classify {} l2 {l2:.0e}", loss.name()),
+            max_iter,
+            "iterations",
+        );
+        let (st, stop) = minimize(theta, &p, &mut fg, &mut |it| {
+            if it.iter > 0 {
+                bar.inc(1)
+            }
+        })?;
+        let secs = bar.finish();
+        crate::progress::say(format!(
+            "classify {} l2 {l2:.0e}: loss {:.6} after {} iterations, {} evaluations, {secs:.1} s ({stop:?})",
+            loss.name(),
+            st.f,
+            st.iter,
+            st.evals
+        ));
+        Ok((st.x, st.iter))
     }
 }
 
-/// Fits a classifier on `x` (rows: standardised features) and `y`, choosing the L2
-/// weight on a held-out split (a seeded shuffle of the rows, undone before returning).
+/// Fits a classifier on the rows of `x` (raw features, standardised by `std` as they
+/// are read) with labels `y`, choosing the L2 weight on a held-out split (a seeded
+/// choice of rows).
 pub fn fit(
     loss: Loss,
-    x: &mut Array2<f32>,
-    y: &mut [u32],
+    x: Features,
+    y: &[u32],
+    std: &Standardiser,
     classes: usize,
     p: &LinearParams,
 ) -> Result<Fitted> {
-    let (n, d) = x.dim();
+    let (n, d) = (x.rows(), x.dim());
     if n != y.len() || n == 0 {
         return Err(Error::Classifier(format!(
-            "{n} rows but {} labels",
+            "{}: {n} rows but {} labels",
+            x.origin(),
             y.len()
+        )));
+    }
+    if let Some(&bad) = y.iter().find(|&&c| c as usize >= classes) {
+        return Err(Error::Classifier(format!(
+            "{}: label {bad} is not below the {classes} classes",
+            x.origin()
         )));
     }
     if p.l2.is_empty() || p.l2.iter().any(|v| v.is_nan() || *v < 0.0) {
@@ -577,6 +834,7 @@ pub fn fit(
     }
     let mut l2s = p.l2.clone();
     l2s.sort_by(|a, b| b.total_cmp(a));
+    let split = Split { x, y, std, classes };
     let zero = vec![0.0; classes * (d + 1)];
     let held = ((n as f64) * p.validation).round() as usize;
     let mut validation = Vec::new();
@@ -589,36 +847,27 @@ pub fn fit(
             crate::rng::Stream::Classify,
             1,
         ));
-        permute_rows(x, y, &perm);
-        let fit_rows = n - held;
-        let chosen: Result<()> = (|| {
-            let (xa, xv) = x.view().split_at(Axis(0), fit_rows);
-            let (ya, yv) = y.split_at(fit_rows);
-            let mut theta = zero.clone();
-            for (k, &l2) in l2s.iter().enumerate() {
-                let iters = if k == 0 { p.max_iter } else { p.warm_iter };
-                let (t, done) = train(loss, xa, ya, classes, l2, theta, iters)?;
-                theta = t;
-                iterations += done;
-                let m = LinearModel::from_theta(&theta, classes, d);
-                let acc = crate::evaluate::metrics::score(&m.predict(xv), yv, classes).accuracy;
-                crate::progress::say(format!(
-                    "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({held} rows)"
-                ));
-                validation.push((l2, acc));
-                if acc > best.1 {
-                    best = (l2, acc, theta.clone());
-                }
+        let (mut fit_rows, mut val_rows) = (perm[..n - held].to_vec(), perm[n - held..].to_vec());
+        fit_rows.sort_unstable();
+        val_rows.sort_unstable();
+        let truth: Vec<u32> = val_rows.iter().map(|&i| y[i]).collect();
+        let mut theta = zero.clone();
+        for (k, &l2) in l2s.iter().enumerate() {
+            let iters = if k == 0 { p.max_iter } else { p.warm_iter };
+            let (t, done) = split.train(loss, &fit_rows, l2, theta, iters)?;
+            theta = t;
+            iterations += done;
+            let m = LinearModel::from_theta(&theta, classes, d);
+            let pred = m.predict(x, &val_rows, std)?;
+            let acc = crate::evaluate::metrics::score(&pred, &truth, classes).accuracy;
+            crate::progress::say(format!(
+                "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({held} rows)"
+            ));
+            validation.push((l2, acc));
+            if acc > best.1 {
+                best = (l2, acc, theta.clone());
             }
-            Ok(())
-        })();
-        // Rows go back to their order, so the caller's data is as it was.
-        let mut inverse = vec![0; n];
-        for (i, &k) in perm.iter().enumerate() {
-            inverse[k] = i;
         }
-        permute_rows(x, y, &inverse);
-        chosen?;
     }
     // The refit starts from the chosen candidate's solution, which is close to the
     // solution on all rows, so it needs only the warm-start budget.
@@ -627,7 +876,8 @@ pub fn fit(
     } else {
         p.warm_iter
     };
-    let (theta, done) = train(loss, x.view(), y, classes, best.0, best.2, iters)?;
+    let all: Vec<usize> = (0..n).collect();
+    let (theta, done) = split.train(loss, &all, best.0, best.2, iters)?;
     iterations += done;
     Ok(Fitted {
         model: LinearModel::from_theta(&theta, classes, d),
@@ -640,6 +890,7 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::store::Kind;
 
     fn data(n: usize, d: usize, classes: usize, seed: u64) -> (Array2<f32>, Vec<u32>) {
         let mut r = crate::rng::stream(seed, crate::rng::Stream::Classify, 9);
@@ -741,8 +992,10 @@ mod tests {
             .map(|i| ((i * 37) % 19) as f64 * 0.01 - 0.09)
             .collect();
         for loss in [Loss::Softmax, Loss::SquaredHinge] {
-            let (f32v, g32) = objective::<f32>(loss, x.view(), &y, c, 1e-2, &theta);
-            let (f64v, g64) = objective::<f64>(loss, x.view(), &y, c, 1e-2, &theta);
+            let (all, id) = ((0..700).collect::<Vec<_>>(), Standardiser::identity(d));
+            let m = Features::Memory(x.view());
+            let (f32v, g32) = objective::<f32>(loss, m, &all, &y, &id, c, 1e-2, &theta).unwrap();
+            let (f64v, g64) = objective::<f64>(loss, m, &all, &y, &id, c, 1e-2, &theta).unwrap();
             assert!(
                 (f32v - f64v).abs() < 1e-5 * f64v.abs(),
                 "{loss:?}: {f32v} vs {f64v}"
@@ -757,20 +1010,25 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let (x, y) = data(BLOCK + 37, 7, 4, 1);
+        // Every other row, standardised: the gradient is of the loss the fit minimises.
+        let rows: Vec<usize> = (0..x.nrows()).step_by(2).collect();
+        let m = Features::Memory(x.view());
+        let std = Standardiser::fit(m, 0.01).unwrap();
         for loss in [Loss::Softmax, Loss::SquaredHinge] {
+            let obj = |t: &[f64]| objective::<f64>(loss, m, &rows, &y, &std, 4, 0.01, t).unwrap();
             let mut r = crate::rng::stream(3, crate::rng::Stream::Classify, 2);
             let theta: Vec<f64> = (0..4 * 8)
                 .map(|_| 0.3 * crate::rng::normal(&mut r))
                 .collect();
-            let (_, g) = objective::<f64>(loss, x.view(), &y, 4, 0.01, &theta);
+            let (_, g) = obj(&theta);
             let eps = 1e-5;
             let (mut num, mut den) = (0.0f64, 0.0f64);
             for i in 0..theta.len() {
                 let mut t = theta.clone();
                 t[i] += eps;
-                let (fp, _) = objective::<f64>(loss, x.view(), &y, 4, 0.01, &t);
+                let (fp, _) = obj(&t);
                 t[i] -= 2.0 * eps;
-                let (fm, _) = objective::<f64>(loss, x.view(), &y, 4, 0.01, &t);
+                let (fm, _) = obj(&t);
                 let ng = (fp - fm) / (2.0 * eps);
                 num += (ng - g[i]).powi(2);
                 den += (ng + g[i]).powi(2);
@@ -783,8 +1041,9 @@ mod tests {
     #[test]
     fn both_losses_classify_held_out_data() {
         let (xte, yte) = data(600, 20, 5, 2);
+        let (x, y) = data(1000, 20, 5, 1);
+        let std = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap();
         for loss in [Loss::Softmax, Loss::SquaredHinge] {
-            let (mut x, mut y) = data(1000, 20, 5, 1);
             let p = LinearParams {
                 l2: vec![1e-1, 1e-3],
                 validation: 0.2,
@@ -792,7 +1051,7 @@ mod tests {
                 warm_iter: 2,
                 seed: 1,
             };
-            let f = fit(loss, &mut x, &mut y, 5, &p).unwrap();
+            let f = fit(loss, Features::Memory(x.view()), &y, &std, 5, &p).unwrap();
             assert_eq!(f.validation.len(), 2);
             // The second candidate and the refit start warm and stop at `warm_iter`
             // (the first, from zero, needs more than that).
@@ -801,20 +1060,72 @@ mod tests {
                 "{}",
                 f.iterations
             );
-            let acc =
-                crate::evaluate::metrics::score(&f.model.predict(xte.view()), &yte, 5).accuracy;
+            let pred = f
+                .model
+                .predict_all(Features::Memory(xte.view()), &std)
+                .unwrap();
+            let acc = crate::evaluate::metrics::score(&pred, &yte, 5).accuracy;
             assert!(acc > 0.85, "{loss:?}: {acc}");
         }
     }
 
+    /// A fit read from a feature store on disk, a block at a time, is the fit in memory,
+    /// bit for bit: same blocks, same order.
     #[test]
-    fn permutation_moves_rows_with_labels() {
-        let mut x = Array2::from_shape_fn((5, 2), |(i, j)| (i * 10 + j) as f32);
-        let mut y: Vec<u32> = (0..5).collect();
-        permute_rows(&mut x, &mut y, &[3, 0, 4, 1, 2]);
-        assert_eq!(y, vec![3, 0, 4, 1, 2]);
-        for (i, &k) in y.iter().enumerate() {
-            assert_eq!(x[[i, 1]], (k * 10 + 1) as f32);
+    fn a_stored_fit_is_the_fit_in_memory() {
+        let (n, d, c) = (2 * BLOCK + 300, 300, 4);
+        let (mut x, y) = data(n, d, c, 5);
+        // Columns with large means and different scales, as pooled codes have.
+        for (j, mut col) in x.columns_mut().into_iter().enumerate() {
+            col.mapv_inplace(|v| v * (1.0 + j as f32 / 50.0) + 40.0);
         }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.arrow");
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let meta = crate::data::store::FeatureMeta {
+            step: Some(1),
+            mode: "pool".into(),
+        }
+        .entries();
+        // Batches of 1,000 rows, so that blocks of rows straddle batches.
+        let mut w =
+            crate::data::store::StoreWriter::create(&path, Kind::Features, d, 1000, &meta).unwrap();
+        w.push_rows(x.view(), &[&ids, &y]).unwrap();
+        w.finish().unwrap();
+        let store = Store::open(&path, Kind::Features).unwrap();
+        assert!(store.batches() > 1, "rows span several batches");
+        assert_eq!(store.labels().unwrap(), y);
+        let (mem, disk) = (Features::Memory(x.view()), Features::Stored(&store));
+        let (sm, sd) = (
+            Standardiser::fit(mem, 0.01).unwrap(),
+            Standardiser::fit(disk, 0.01).unwrap(),
+        );
+        assert_eq!((&sm.mean, &sm.inv_std), (&sd.mean, &sd.inv_std));
+        let p = LinearParams {
+            l2: vec![1e-2, 1e-3],
+            validation: 0.2,
+            max_iter: 20,
+            warm_iter: 5,
+            seed: 3,
+        };
+        let a = fit(Loss::SquaredHinge, mem, &y, &sm, c, &p).unwrap();
+        let b = fit(Loss::SquaredHinge, disk, &y, &sd, c, &p).unwrap();
+        assert_eq!(a.validation, b.validation);
+        assert_eq!(a.model.w, b.model.w);
+        assert_eq!(a.model.b, b.model.b);
+        assert_eq!(
+            a.model.predict_all(mem, &sm).unwrap(),
+            b.model.predict_all(disk, &sd).unwrap()
+        );
+        let acc = crate::evaluate::metrics::score(&a.model.predict_all(mem, &sm).unwrap(), &y, c);
+        assert!(acc.accuracy > 0.8, "{}", acc.accuracy);
+    }
+
+    #[test]
+    fn non_finite_features_are_refused_naming_their_source() {
+        let (mut x, _) = data(50, 6, 3, 1);
+        x[[7, 2]] = f32::NAN;
+        let e = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap_err();
+        assert!(e.to_string().contains("NaN"), "{e}");
     }
 }

@@ -642,6 +642,9 @@ pub struct ClassifyConfig {
     /// L-BFGS iterations of each later candidate, started from the previous one's
     /// solution, and of the refit on all rows, started from the chosen one's.
     pub warm_iter: usize,
+    /// Variance floor of the feature standardisation, as a fraction of the mean
+    /// variance over features: damps features that are almost constant.
+    pub var_floor: f64,
 }
 
 impl Default for ClassifyConfig {
@@ -656,6 +659,7 @@ impl Default for ClassifyConfig {
             validation: 0.1,
             max_iter: 150,
             warm_iter: 150,
+            var_floor: 0.01,
         }
     }
 }
@@ -679,6 +683,9 @@ impl ClassifyConfig {
         if self.warm_iter == 0 {
             return bad("classify.warm_iter", "must be at least 1");
         }
+        if !(self.var_floor >= 0.0 && self.var_floor.is_finite()) {
+            return bad("classify.var_floor", "must be a non-negative number");
+        }
         Ok(())
     }
 
@@ -694,6 +701,7 @@ impl ClassifyConfig {
                 warm_iter: self.warm_iter,
                 seed,
             },
+            var_floor: self.var_floor,
             seed,
         }
     }

@@ -113,10 +113,10 @@ impl Encoding {
 }
 
 /// Peak of classifying `train` and `test` rows of `width` features into `classes`:
-/// both matrices; smartcore's models (`rf`, `lr`) take a dense copy of each, and each
-/// of its trees, fitted one per thread, sorts every feature column into an index of
-/// `usize` (train × width × 8 bytes); the linear classifiers keep L-BFGS history and
-/// per-thread gradients.
+/// smartcore's models (`rf`, `lr`) take the standardised matrices and a dense copy of
+/// each, and each of its trees, fitted one per thread, sorts every feature column into
+/// an index of `usize` (train × width × 8 bytes); the linear classifiers read the rows
+/// from the feature files as they go ([`crate::evaluate::linear::fit_bytes`]).
 pub fn classify_bytes(
     which: &[Classifier],
     train: u64,
@@ -130,13 +130,14 @@ pub fn classify_bytes(
     let linear = which
         .iter()
         .any(|c| matches!(c, Classifier::Softmax | Classifier::Svm));
-    let copies = if smartcore { 2 } else { 1 };
     let threads = rayon::current_num_threads().max(1) as u64;
-    let n_params = classes * (width + 1);
-    // The linear classifiers run L-BFGS with its default history.
-    let history = crate::learn::optim::LbfgsParams::default().memory as u64;
+    let matrices = if smartcore {
+        (train + test) * width * 4 * 2
+    } else {
+        0
+    };
     let fit = if linear {
-        (2 * history + 8 + threads) * n_params * 8
+        crate::evaluate::linear::fit_bytes(train, width, classes)
     } else {
         0
     };
@@ -145,7 +146,7 @@ pub fn classify_bytes(
     } else {
         0
     };
-    (train + test) * width * 4 * copies + fit + forest
+    matrices.max(fit) + forest
 }
 
 /// The largest activation cache (halving from [`CACHE_BYTES`]) with which training
@@ -353,7 +354,8 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
             "max_memory",
             format!(
                 "classifying {} images of {widest} features holds {} in memory; \
-                 use features.modes = [\"pool\"], fewer images or a larger budget",
+                 use features.modes = [\"pool\"], fewer images, a larger budget, or \
+                 only the classifiers that read features from disk (svm, softmax)",
                 train + test,
                 mib(classify + BASE)
             ),

@@ -11,11 +11,12 @@ use crate::data::ingest::resize::resized;
 use crate::data::ingest::synth::{write_dataset, SynthSpec};
 use crate::data::ingest::{Dataset, ImageSet, OpenOptions};
 use crate::data::patches::PatchSpec;
-use crate::data::store::{read_features, Kind, PatchMeta, Store};
+use crate::data::store::{Kind, PatchMeta, Store};
 use crate::dist::{broadcast_value, Comm, Single};
 use crate::encode::{write_raw, Encoder};
 use crate::error::{Error, Result};
-use crate::evaluate::classify::{evaluate, Classifier, Standardiser};
+use crate::evaluate::classify::{evaluate, Classifier};
+use crate::evaluate::linear::Features;
 use crate::evaluate::metrics::write_confusion;
 use crate::evaluate::results::Record;
 use crate::learn::checkpoint::Checkpoints;
@@ -332,16 +333,15 @@ impl<'a> Run<'a> {
     ) -> Result<Vec<Record>> {
         let m = self.stage("classify");
         let name = row.features.as_str();
-        let (mut xtr, mut ytr) = read_features(&self.layout.feature(name, "train"))?;
-        let (mut xte, yte) = read_features(&self.layout.feature(name, "test"))?;
-        let s = Standardiser::fit(&xtr);
-        s.apply(&mut xtr);
-        s.apply(&mut xte);
+        let train = Store::open(&self.layout.feature(name, "train"), Kind::Features)?;
+        let test = Store::open(&self.layout.feature(name, "test"), Kind::Features)?;
+        let (ytr, yte) = (train.labels()?, test.labels()?);
+        let (xtr, xte) = (Features::Stored(&train), Features::Stored(&test));
         let params = self.cfg.classify.params(self.cfg.seed);
         let mut rows = Vec::new();
         for &c in which {
             let t = Instant::now();
-            let e = evaluate(c, &params, &mut xtr, &mut ytr, &xte, &yte, classes.len())?;
+            let e = evaluate(c, &params, xtr, &ytr, xte, &yte, classes.len())?;
             let secs = t.elapsed().as_secs_f64();
             let detail = if e.detail.is_empty() {
                 String::new()
@@ -352,13 +352,13 @@ impl<'a> Run<'a> {
                 "classify: {name:>14} {:>7}  accuracy {:.4}  ({} features, {secs:.1} s){detail}",
                 c.name(),
                 e.accuracy,
-                xtr.ncols(),
+                xtr.dim(),
             ));
             write_confusion(&self.layout.confusion(name, c.name()), &e, classes)?;
             rows.push(Record {
                 classifier: c.name().into(),
                 accuracy: e.accuracy,
-                dim: xtr.ncols() as u64,
+                dim: xtr.dim() as u64,
                 classify_seconds: secs,
                 run_seconds: self.started.elapsed().as_secs_f64(),
                 peak_rss_kb: crate::run::limits::peak_rss_kb(),
