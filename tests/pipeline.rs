@@ -481,7 +481,15 @@ fn omp1_improves_on_its_random_start() {
         sum / 4000.0
     };
     let start = sae::learn::dictionary::random_patches(&store, 30, 7).unwrap();
-    let learned = sae::learn::dictionary::omp1(&store, 30, 5, 7).unwrap();
+    let (learned, trace) = sae::learn::dictionary::omp1(&store, 30, 5, 7, None).unwrap();
+    // Each pass lowers the residual of the one-atom approximations (a power step per
+    // atom, then a better assignment); the model reports the last one.
+    assert_eq!(trace.len(), 5);
+    for w in trace.windows(2) {
+        assert!(w[1].loss <= w[0].loss * (1.0 + 1e-6), "{trace:?}");
+    }
+    assert!(trace[4].loss < trace[0].loss);
+    assert_eq!(learned.header.loss, trace[4].loss);
     for atom in learned.net.weight(0).rows() {
         let n: f32 = atom.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((n - 1.0).abs() < 1e-4, "atom norm {n}");
@@ -492,6 +500,8 @@ fn omp1_improves_on_its_random_start() {
         (learned.header.iterations, learned.header.stop.as_str()),
         (5, "omp-1")
     );
-    let again = sae::learn::dictionary::omp1(&store, 30, 5, 7).unwrap();
+    let again = sae::learn::dictionary::omp1(&store, 30, 5, 7, None)
+        .unwrap()
+        .0;
     assert_eq!(again.net.theta, learned.net.theta);
 }

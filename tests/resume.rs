@@ -24,6 +24,7 @@ count = 20000
 norm = "ufldl"
 [model]
 hidden = [24]
+{}
 [train]
 {}
 max_iter = 60
@@ -41,6 +42,11 @@ raw_baseline = false
 "#,
         dir.display(),
         match optimizer {
+            "omp1" => "learner = \"omp1\"\npasses = 60",
+            _ => "",
+        },
+        match optimizer {
+            "omp1" => "optimizer = \"adam\"".to_string(),
             "adam-constant" =>
                 "optimizer = \"adam\"\nschedule = \"constant\"\nwarmup = 0.0".to_string(),
             o => format!("optimizer = \"{o}\""),
@@ -149,6 +155,37 @@ fn lbfgs_resumes_exactly_after_sigkill() {
 #[test]
 fn adam_resumes_exactly_after_sigkill() {
     kill_and_resume("adam");
+}
+
+#[test]
+fn omp1_resumes_exactly_after_sigkill() {
+    kill_and_resume("omp1");
+}
+
+/// `model.passes` is OMP-1's limit: a run asked for more passes continues the
+/// checkpoints of a shorter one and ends where an uninterrupted run does.
+#[test]
+fn omp1_continues_a_shorter_run() {
+    let d = tmp();
+    let whole = config(d.path(), "whole", "omp1");
+    let (ok, _, err) = run_bin(&["-q", "run", whole.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    let longer = config(d.path(), "grown", "omp1");
+    let text = std::fs::read_to_string(&longer).unwrap();
+    std::fs::write(&longer, text.replace("passes = 60", "passes = 20")).unwrap();
+    let (ok, _, err) = run_bin(&["run", longer.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    std::fs::write(&longer, text).unwrap();
+    let (ok, _, err) = run_bin(&["run", longer.to_str().unwrap()], d.path());
+    assert!(ok && err.contains("resuming after pass 20"), "{err}");
+    let a = sae::learn::model::Model::load(&d.path().join("whole/model.sae")).unwrap();
+    let b = sae::learn::model::Model::load(&d.path().join("grown/model.sae")).unwrap();
+    assert_eq!(a.net.theta, b.net.theta);
+    assert_eq!(a.header.iterations, 60);
+    assert_eq!(
+        losses(&d.path().join("whole")),
+        losses(&d.path().join("grown"))
+    );
 }
 
 #[test]

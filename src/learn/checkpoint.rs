@@ -31,11 +31,12 @@ use crate::error::{Error, Result};
 use crate::learn::minibatch::MinibatchState;
 use crate::learn::optim::LbfgsState;
 
-/// Checkpoint body format version (2 added [`Checkpoint::ended`]).
-pub const VERSION: u32 = 2;
+/// Checkpoint body format version (2 added [`Checkpoint::ended`], 3 added
+/// [`OptState::Omp1`]).
+pub const VERSION: u32 = 3;
 
 /// Versions this build reads.
-const READS: [u32; 2] = [1, 2];
+const READS: [u32; 3] = [1, 2, 3];
 
 /// The optimiser's state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +45,8 @@ pub enum OptState {
     Lbfgs(LbfgsState),
     /// Mini-batch SGD or Adam.
     Minibatch(MinibatchState),
+    /// An OMP-1 dictionary between passes.
+    Omp1(crate::learn::dictionary::Omp1State),
 }
 
 /// One row of the loss trace.
@@ -88,6 +91,7 @@ impl Checkpoint {
         match &self.opt {
             OptState::Lbfgs(s) => s.iter,
             OptState::Minibatch(s) => s.epoch,
+            OptState::Omp1(s) => s.pass,
         }
     }
 }

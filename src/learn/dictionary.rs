@@ -5,17 +5,25 @@
 //! largest |inner product|, and each atom becomes the unit-norm sum of its patches
 //! weighted by those inner products.
 //!
+//! OMP-1 checkpoints its atoms after every pass (like training, in the run's checkpoint
+//! database), so a killed run resumes at the last pass and ends with the same atoms;
+//! `model.passes` is its limit, so a longer run continues a shorter one's passes.
+//!
 //! The result is an ordinary [`Model`]: a one-hidden-layer network whose first-layer
 //! rows are the atoms (zero biases, the decoder their transpose), so encoding, pooling,
 //! the classifiers, `sae show` and the run cache treat it like a trained autoencoder.
 //! Its header says which learner made it.
 
+use std::time::Instant;
+
 use ndarray::{Array2, ArrayView1, ArrayViewMut1, Axis};
 use rand::seq::index::sample;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::data::store::{PatchMeta, Store};
 use crate::error::{Error, Result};
+use crate::learn::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
 use crate::learn::model::{Header, Model};
 use crate::learn::sae::{Architecture, Decoder, Network};
 use crate::rng::{stream, Stream};
@@ -95,21 +103,83 @@ fn set_unit(mut dst: ArrayViewMut1<f32>, src: ArrayView1<f32>) -> bool {
     true
 }
 
+/// An OMP-1 dictionary after `pass` passes, as checkpointed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Omp1State {
+    /// Passes done.
+    pub pass: usize,
+    /// Atoms, row-major (hidden x patch values).
+    pub atoms: Vec<f32>,
+    /// Number of atoms.
+    pub hidden: usize,
+}
+
+/// The checkpoint to continue from, if `ckpt` holds one this run passes through.
+fn resumable(
+    ckpt: &Checkpoints,
+    hidden: usize,
+    d: usize,
+    passes: usize,
+) -> Result<Option<(Omp1State, Vec<TracePoint>)>> {
+    let Some(c) = ckpt.latest()? else {
+        return Ok(None);
+    };
+    match c.opt {
+        OptState::Omp1(s) if s.hidden == hidden && s.atoms.len() == hidden * d => {
+            if s.pass <= passes {
+                return Ok(Some((s, c.trace)));
+            }
+            crate::progress::say(format!(
+                "train: the checkpoint at pass {} is past model.passes = {passes} (a longer \
+                 run made it); learning this one from the start",
+                s.pass
+            ));
+        }
+        _ => crate::progress::say(
+            "train: the checkpoint holds no OMP-1 dictionary of this size; learning from the start",
+        ),
+    }
+    ckpt.clear()?;
+    Ok(None)
+}
+
 /// OMP-1 over `store` for `passes` full passes, from the atoms of [`random_patches`]
-/// with `seed`. Rows are processed in fixed blocks whose sums are added in order, so
-/// the result does not depend on the thread count. An atom no patch chose keeps its
-/// old value.
-pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Model> {
-    let mut atoms = random_atoms(store, hidden, seed)?;
-    let d = atoms.ncols();
-    let mut bar = crate::progress::Progress::new("train: omp-1", passes, "passes");
-    for _ in 0..passes {
+/// with `seed`, or from the last pass checkpointed in `ckpt`. Rows are processed in
+/// fixed blocks whose sums are added in order, so the result does not depend on the
+/// thread count. An atom no patch chose keeps its old value. Returns the model and
+/// the trace: per pass, the mean squared residual of the patches' one-atom
+/// approximations before that pass's update (the objective OMP-1 lowers).
+pub fn omp1(
+    store: &Store,
+    hidden: usize,
+    passes: usize,
+    seed: u64,
+    ckpt: Option<&Checkpoints>,
+) -> Result<(Model, Vec<TracePoint>)> {
+    let d = store.dim();
+    let resumed = match ckpt {
+        Some(c) => resumable(c, hidden, d, passes)?,
+        None => None,
+    };
+    let (mut atoms, mut trace, first) = match resumed {
+        Some((s, trace)) => {
+            crate::progress::say(format!("train: omp-1 resuming after pass {}", s.pass));
+            let atoms = Array2::from_shape_vec((hidden, d), s.atoms).expect("checked size");
+            (atoms, trace, s.pass)
+        }
+        None => (random_atoms(store, hidden, seed)?, Vec::new(), 0),
+    };
+    let offset = trace.last().map_or(0.0, |p| p.seconds);
+    let t0 = Instant::now();
+    let mut bar = crate::progress::Progress::new("train: omp-1", passes - first, "passes");
+    for pass in first..passes {
         let mut sum = Array2::<f32>::zeros((hidden, d));
         let mut counts = vec![0usize; hidden];
+        let mut residual = 0.0f64;
         for b in 0..store.batches() {
             let batch = store.batch(b)?;
             let x = batch.values();
-            let parts: Vec<(Array2<f32>, Vec<usize>)> = x
+            let parts: Vec<(Array2<f32>, Vec<usize>, f64)> = x
                 .axis_chunks_iter(Axis(0), BLOCK)
                 .collect::<Vec<_>>()
                 .into_par_iter()
@@ -117,6 +187,7 @@ pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Mo
                     let s = xb.dot(&atoms.t());
                     let mut acc = Array2::<f32>::zeros((hidden, d));
                     let mut n = vec![0usize; hidden];
+                    let mut r = 0.0f64;
                     for (row, sr) in xb.rows().into_iter().zip(s.rows()) {
                         let (j, v) = sr.iter().enumerate().fold((0, 0f32), |(bj, bv), (j, &v)| {
                             if v.abs() > bv.abs() {
@@ -127,13 +198,15 @@ pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Mo
                         });
                         acc.row_mut(j).scaled_add(v, &row);
                         n[j] += 1;
+                        r += f64::from(row.dot(&row)) - f64::from(v) * f64::from(v);
                     }
-                    (acc, n)
+                    (acc, n, r)
                 })
                 .collect();
-            for (acc, n) in parts {
+            for (acc, n, r) in parts {
                 sum += &acc;
                 counts.iter_mut().zip(n).for_each(|(c, k)| *c += k);
+                residual += r;
             }
             store.release(b);
         }
@@ -142,10 +215,30 @@ pub fn omp1(store: &Store, hidden: usize, passes: usize, seed: u64) -> Result<Mo
                 set_unit(atom, new);
             }
         }
+        trace.push(TracePoint {
+            iteration: pass + 1,
+            evals: pass + 1,
+            loss: residual / store.rows().max(1) as f64,
+            gmax: f64::NAN,
+            seconds: offset + t0.elapsed().as_secs_f64(),
+        });
+        if let Some(c) = ckpt {
+            c.save(&Checkpoint {
+                opt: OptState::Omp1(Omp1State {
+                    pass: pass + 1,
+                    atoms: atoms.iter().copied().collect(),
+                    hidden,
+                }),
+                trace: trace.clone(),
+                ended: None,
+            })?;
+        }
         bar.inc(1);
     }
     bar.finish();
-    Ok(dictionary_model(atoms, PatchMeta::of(store)?, OMP1, passes))
+    let mut model = dictionary_model(atoms, PatchMeta::of(store)?, OMP1, passes);
+    model.header.loss = trace.last().map_or(f64::NAN, |p| p.loss);
+    Ok((model, trace))
 }
 
 /// A one-hidden-layer model whose first-layer rows are `atoms` (the decoder their

@@ -138,6 +138,7 @@ pub fn train_resumable(
         let (unit, at) = match &c.opt {
             OptState::Lbfgs(s) => ("iteration", s.iter),
             OptState::Minibatch(s) => ("step", s.steps as usize),
+            OptState::Omp1(s) => ("pass", s.pass),
         };
         say(format!(
             "train: resuming from checkpoint at {unit} {at} (loss {:.6})",
@@ -223,6 +224,7 @@ fn within_limit(state: &OptState, limit: usize) -> bool {
     match state {
         OptState::Lbfgs(s) => s.iter <= limit,
         OptState::Minibatch(s) => s.epoch < limit || (s.epoch == limit && s.pos == 0),
+        OptState::Omp1(s) => s.pass <= limit,
     }
 }
 

@@ -22,7 +22,7 @@
 use std::path::PathBuf;
 
 use crate::learn::minibatch::Schedule;
-use crate::run::config::{Config, Optimizer};
+use crate::run::config::{Config, Learner, Optimizer};
 
 /// The config as run.
 pub const CONFIG: &str = "config.toml";
@@ -109,12 +109,21 @@ impl Hashes {
                 train["epochs"] = serde_json::json!(t.epochs);
             }
         }
+        // OMP-1's passes are its limit, like the optimisers' iterations: a longer run
+        // continues a shorter one's checkpoints.
+        let mut model = serde_json::json!(cfg.model);
+        if cfg.model.learner == Learner::Omp1 {
+            if let Some(m) = model.as_object_mut() {
+                m.remove("passes");
+            }
+        }
         let lineage = hash(&serde_json::json!({
-            "patches": patches, "model": cfg.model, "train": train,
+            "patches": patches, "model": model, "train": train,
         }));
-        let limit = match cfg.train.optimizer {
-            Optimizer::Lbfgs => cfg.train.max_iter,
-            Optimizer::Sgd | Optimizer::Adam => cfg.train.epochs,
+        let limit = match (cfg.model.learner, cfg.train.optimizer) {
+            (Learner::Omp1, _) => cfg.model.passes,
+            (_, Optimizer::Lbfgs) => cfg.train.max_iter,
+            (_, Optimizer::Sgd | Optimizer::Adam) => cfg.train.epochs,
         };
         let training = hash(&serde_json::json!({ "lineage": lineage, "limit": limit }));
         Hashes {

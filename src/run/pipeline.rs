@@ -255,16 +255,17 @@ impl<'a> Run<'a> {
                 if !cfg.model.learner.is_autoencoder() {
                     let m = self.stage("train");
                     let h = arch.code_size();
-                    let mut model = match cfg.model.learner {
-                        Learner::Random => random_patches(store, h, cfg.seed)?,
-                        Learner::Omp1 => omp1(store, h, cfg.model.passes, cfg.seed)?,
+                    let (mut model, trace) = match cfg.model.learner {
+                        Learner::Random => (random_patches(store, h, cfg.seed)?, Vec::new()),
+                        Learner::Omp1 => omp1(store, h, cfg.model.passes, cfg.seed, ckpt)?,
                         Learner::Autoencoder => unreachable!("trained below"),
                     };
                     m.end();
                     say(format!("train: {h} atoms by {}", model.header.stop));
                     model.header.config = l.hashes.training.clone();
+                    crate::learn::checkpoint::crash_point("before-model");
                     if root {
-                        write_trace(&l.loss, &[])?;
+                        write_trace(&l.loss, &trace)?;
                         model.save(&l.model)?;
                     }
                     return Ok(model);
