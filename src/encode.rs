@@ -45,7 +45,8 @@ pub const FEATURE_BATCH: usize = 4096;
 pub enum Mode {
     /// All codes in grid order (row by row), `positions · H` values.
     Concat,
-    /// Sums over the four quadrants (top-left, top-right, bottom-left, bottom-right).
+    /// Sums over the cells of a g x g grid of the positions (by default the four
+    /// quadrants: top-left, top-right, bottom-left, bottom-right), row by row.
     Pool,
 }
 
@@ -200,6 +201,8 @@ pub struct Encoder {
     code: usize,
     kind: Code,
     tile_rows: usize,
+    /// Cells per side of the pooling grid.
+    pool: usize,
 }
 
 impl Encoder {
@@ -214,7 +217,35 @@ impl Encoder {
             code: net.arch.code_size(),
             kind: Code::Sigmoid,
             tile_rows: TILE_ROWS,
+            pool: 2,
         }
+    }
+
+    /// The same encoder pooling over a `cells` x `cells` grid (rows and columns of
+    /// positions split into runs whose lengths differ by at most one).
+    pub fn with_pool_grid(mut self, cells: usize) -> Self {
+        self.pool = cells.max(1);
+        self
+    }
+
+    /// The same encoder with each code unit's weights (and bias) scaled to unit norm,
+    /// so that a soft threshold α means the same for every unit, as for a dictionary
+    /// of unit-norm atoms.
+    pub fn with_unit_atoms(mut self) -> Self {
+        let (w, b) = self.layers.last_mut().expect("at least one layer");
+        for (mut row, bj) in w.rows_mut().into_iter().zip(b.iter_mut()) {
+            let n = row
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if n > 1e-12 {
+                row.mapv_inplace(|v| (f64::from(v) / n) as f32);
+                *bj = (f64::from(*bj) / n) as f32;
+            }
+        }
+        self.folded = Folded::of(&self.norm, &self.layers[0]);
+        self
     }
 
     /// The same encoder with tiles of about `rows` patch rows (at least one image),
@@ -291,7 +322,7 @@ impl Encoder {
         );
         match mode {
             Mode::Concat => r * c * self.code_width(),
-            Mode::Pool => 4 * self.code_width(),
+            Mode::Pool => self.pool * self.pool * self.code_width(),
         }
     }
 
@@ -343,7 +374,10 @@ impl Encoder {
         }
         let h = self.code_width();
         let mut out = Array2::<f32>::zeros((n, self.feature_dim(s, step, mode)));
-        let (hr, hc) = (rows.len().div_ceil(2), cols.len().div_ceil(2));
+        let g = self.pool;
+        // Cell of each grid row and column: `g` runs whose lengths differ by at most
+        // one (for two cells, split at half rounded up).
+        let cell = |i: usize, n: usize| (i * g) / n.max(1);
         let codes = self.pre_codes(x);
         for k in 0..n {
             let mut o = out.row_mut(k);
@@ -355,7 +389,7 @@ impl Encoder {
                     let code = code.as_slice().expect("contiguous row");
                     let at = match mode {
                         Mode::Concat => pos * h,
-                        Mode::Pool => (usize::from(ri >= hr) * 2 + usize::from(ci >= hc)) * h,
+                        Mode::Pool => (cell(ri, rows.len()) * g + cell(ci, cols.len())) * h,
                     };
                     self.kind.add_code(code, &mut o[at..at + h]);
                 }
@@ -537,5 +571,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Unit atoms make the features independent of each code unit's scale: a network
+    /// and a copy with its code rows (and biases) scaled by positive factors encode
+    /// alike, through the folded whitening.
+    #[test]
+    fn unit_atoms_ignore_each_units_scale() {
+        let set = images(2, 10);
+        let d = 3 * 4 * 4;
+        let arch = Architecture::new(d, &[6], None, Decoder::Linear).unwrap();
+        let theta = arch.init(5);
+        let mut scaled = theta.clone();
+        for j in 0..6 {
+            let k = 0.5 + j as f64;
+            scaled[j * d..(j + 1) * d].iter_mut().for_each(|v| *v *= k);
+            let b = arch.n_weights() + j;
+            scaled[b] = (j as f64 - 2.0) * 0.1 * k;
+        }
+        let mut base = theta;
+        (0..6).for_each(|j| base[arch.n_weights() + j] = (j as f64 - 2.0) * 0.1);
+        let (a, b) = (
+            Network::from_theta(arch.clone(), &base),
+            Network::from_theta(arch, &scaled),
+        );
+        let code = Code::SoftThreshold {
+            alpha: 0.1,
+            bias: true,
+        };
+        let enc = |n: &Network| {
+            Encoder::new(n, zca(d, true), 4)
+                .with_code(code)
+                .with_unit_atoms()
+                .tile(&set, 0, 2, 1, Mode::Pool)
+        };
+        let (fa, fb) = (enc(&a), enc(&b));
+        let scale = fa.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        assert!(fa
+            .iter()
+            .zip(&fb)
+            .all(|(x, y)| (x - y).abs() <= 1e-4 * scale));
+        let raw = Encoder::new(&b, zca(d, true), 4)
+            .with_code(code)
+            .tile(&set, 0, 2, 1, Mode::Pool);
+        assert!(raw
+            .iter()
+            .zip(&fb)
+            .any(|(x, y)| (x - y).abs() > 1e-2 * scale));
     }
 }

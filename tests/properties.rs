@@ -218,10 +218,10 @@ proptest! {
         prop_assert!(y.iter().all(|v| (0.1 - 1e-6..=0.9 + 1e-6).contains(v)));
     }
 
-    /// For any image size, patch size and step, features have `feature_dim` columns,
-    /// and pooling sums the concatenated codes unit by unit into the four quadrants of
-    /// the grid (rows and columns split at half, rounded up: top-left, top-right,
-    /// bottom-left, bottom-right).
+    /// For any image size, patch size, step and pooling grid, features have
+    /// `feature_dim` columns, and pooling sums the concatenated codes unit by unit into
+    /// the cells of the grid, row by row (for two cells per side, the four quadrants:
+    /// rows and columns split at half, rounded up).
     #[test]
     fn concat_and_pool_shapes(
         side in 1usize..24,
@@ -230,6 +230,7 @@ proptest! {
         hidden in 1usize..6,
         n in 1usize..4,
         soft in any::<bool>(),
+        cells in 1usize..5,
     ) {
         prop_assume!(patch <= side);
         let shape = Shape::rgb(side);
@@ -238,7 +239,9 @@ proptest! {
         let arch = Architecture::new(3 * patch * patch, &[hidden], None, Decoder::Sigmoid).unwrap();
         let net = Network::from_theta(arch.clone(), &arch.init(3));
         let code = if soft { Code::SoftThreshold { alpha: 0.1, bias: false } } else { Code::Sigmoid };
-        let enc = Encoder::new(&net, sae::data::preprocess::Normaliser::Ufldl { pstd: 0.3 }, patch).with_code(code);
+        let enc = Encoder::new(&net, sae::data::preprocess::Normaliser::Ufldl { pstd: 0.3 }, patch)
+            .with_code(code)
+            .with_pool_grid(cells);
         let cw = enc.code_width();
         prop_assert_eq!(cw, if soft { 2 * hidden } else { hidden });
         let positions = grid(side, patch, step).len();
@@ -246,14 +249,23 @@ proptest! {
         let pool = enc.tile(&set, 0, n, step, Mode::Pool);
         prop_assert_eq!(concat.dim(), (n, positions * positions * cw));
         prop_assert_eq!(concat.ncols(), enc.feature_dim(shape, step, Mode::Concat));
-        prop_assert_eq!(pool.dim(), (n, 4 * cw));
+        prop_assert_eq!(pool.dim(), (n, cells * cells * cw));
         prop_assert_eq!(pool.ncols(), enc.feature_dim(shape, step, Mode::Pool));
-        let half = positions.div_ceil(2);
+        // The cell of each grid row: `cells` runs of consecutive rows whose lengths
+        // differ by at most one, the longer first.
+        let bounds: Vec<usize> = (0..=cells)
+            .map(|c| (c * positions).div_ceil(cells))
+            .collect();
+        let cell = |i: usize| (0..cells).find(|&c| i < bounds[c + 1]).unwrap();
+        if cells == 2 {
+            let half = positions.div_ceil(2);
+            prop_assert!((0..positions).all(|i| cell(i) == usize::from(i >= half)));
+        }
         for k in 0..n {
-            let mut want = vec![0f64; 4 * cw];
+            let mut want = vec![0f64; cells * cells * cw];
             for ri in 0..positions {
                 for ci in 0..positions {
-                    let q = usize::from(ri >= half) * 2 + usize::from(ci >= half);
+                    let q = cell(ri) * cells + cell(ci);
                     let at = (ri * positions + ci) * cw;
                     for u in 0..cw {
                         want[q * cw + u] += f64::from(concat[[k, at + u]]);

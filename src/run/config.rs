@@ -554,6 +554,17 @@ pub struct FeatureConfig {
     /// Add the code layer's bias before the soft threshold (`W·a + b`), or leave it out
     /// (`W·a`, Coates & Ng's code of a dictionary).
     pub bias: bool,
+    /// Cells per side of the pooling grid of `pool` (2: the four quadrants).
+    #[serde(skip_serializing_if = "is_two")]
+    pub pool_grid: usize,
+    /// Scale each code unit's weights (and bias) to unit norm before encoding, as the
+    /// atoms of a dictionary are, so that `alpha` means the same for every unit.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unit_atoms: bool,
+}
+
+fn is_two(v: &usize) -> bool {
+    *v == 2
 }
 
 /// The code of [`FeatureConfig::encoder`].
@@ -576,6 +587,8 @@ impl Default for FeatureConfig {
             encoder: EncoderKind::Sigmoid,
             alpha: 0.25,
             bias: false,
+            pool_grid: 2,
+            unit_atoms: false,
         }
     }
 }
@@ -601,6 +614,9 @@ impl FeatureConfig {
         if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
             return bad("features.alpha", "must be a non-negative number");
         }
+        if !(1..=16).contains(&self.pool_grid) {
+            return bad("features.pool_grid", "must lie in 1..=16");
+        }
         Ok(())
     }
 
@@ -614,6 +630,21 @@ impl FeatureConfig {
             },
             EncoderKind::Triangle => Code::Triangle,
         }
+    }
+
+    /// The name of a feature set at `step` in `mode`: it names the feature files, so
+    /// it holds every setting that changes them.
+    pub fn set_name(&self, step: usize, mode: Mode) -> String {
+        let grid = match mode {
+            Mode::Pool if self.pool_grid != 2 => self.pool_grid.to_string(),
+            _ => String::new(),
+        };
+        let unit = if self.unit_atoms { "-unit" } else { "" };
+        format!(
+            "step{step}-{}{grid}{}{unit}",
+            mode.name(),
+            self.code().tag()
+        )
     }
 }
 

@@ -322,7 +322,7 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
         for &m in &cfg.features.modes {
             widest = widest.max(match m {
                 Mode::Concat => pos * code,
-                Mode::Pool => 4 * code,
+                Mode::Pool => (cfg.features.pool_grid * cfg.features.pool_grid) as u64 * code,
             });
         }
     }

@@ -512,12 +512,16 @@ impl Run<'_> {
             crate::evaluate::results::write(&self.layout.dir, &results)?;
         }
         let code = cfg.features.code();
-        let enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch)
+        let mut enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch)
             .with_code(code)
-            .with_tile_rows(self.plan.tile_rows);
+            .with_tile_rows(self.plan.tile_rows)
+            .with_pool_grid(cfg.features.pool_grid);
+        if cfg.features.unit_atoms {
+            enc = enc.with_unit_atoms();
+        }
         for &step in &cfg.features.steps {
             for &mode in &cfg.features.modes {
-                let name = format!("step{step}-{}{}", mode.name(), code.tag());
+                let name = cfg.features.set_name(step, mode);
                 self.feature_set(&enc, ds, &name, step, mode)?;
                 if !root {
                     continue;
