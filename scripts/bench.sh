@@ -13,7 +13,8 @@ if [ "${1:-}" = "--e2e" ]; then
   exec "$(dirname "$0")/e2e_bench.sh" "$@"
 fi
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
+# The build the README's first command (cargo run) makes, unless told otherwise.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 mode="${1:---quick}"
 out="${2:-bench-results}"
 mkdir -p "$out"

@@ -13,7 +13,8 @@
 #   E2E_PATCHES, E2E_ITER (shrink the cifar10-small runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
+# The build the README's first command (cargo run) makes, unless told otherwise.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 out="$(realpath -m "${1:-bench-results/e2e}")"
 mkdir -p "$out"
 cargo build --release --quiet

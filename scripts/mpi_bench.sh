@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
 OUT=${2:-bench-results/mpi}
-BIN=${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}/release/sae
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/sae
 CORES=$(nproc)
 mkdir -p "$OUT"
 MPI=(mpirun --allow-run-as-root --oversubscribe)

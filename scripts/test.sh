@@ -5,7 +5,8 @@
 # so when it does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sae-target}"
+# The build the README's first command (cargo run) makes, unless told otherwise.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ "$#" -gt 0 ]; then
     cargo test --release "$@"
 else

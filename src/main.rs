@@ -227,6 +227,10 @@ struct EncodeArgs {
     out: PathBuf,
 }
 
+/// Exit status of a sweep that ran to its end with some runs failed (1 is an error that
+/// stopped `sae` itself).
+const SOME_RUNS_FAILED: u8 = 3;
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
@@ -327,12 +331,20 @@ fn cmd_run(
 }
 
 fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
-    let root = sae::run::sweep::run_sweep_with(sweep, comm, budget)?;
+    let done = sae::run::sweep::run_sweep_with(sweep, comm, budget)?;
     if comm.is_root() {
         println!(
             "results: {} (and .parquet)",
-            root.join(sae::evaluate::results::CSV).display()
+            done.root.join(sae::evaluate::results::CSV).display()
         );
+        if done.failed > 0 {
+            eprintln!(
+                "sweep: {} of {} runs failed (their errors are in the table; running the \
+                 sweep again retries them)",
+                done.failed, done.runs
+            );
+            return Ok(ExitCode::from(SOME_RUNS_FAILED));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -151,7 +151,7 @@ raw_baseline = false
         csv.lines()
             .nth(1)
             .unwrap()
-            .starts_with("e2e,step4-pool,lr,"),
+            .starts_with("e2e,finished,step4-pool,lr,"),
         "{csv}"
     );
     let loss = std::fs::read_to_string(dir.join("loss.csv")).unwrap();

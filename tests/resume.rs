@@ -253,8 +253,66 @@ fn accuracies(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| l.split(',').take(6).collect::<Vec<_>>().join(","))
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
         .collect()
+}
+
+/// The case: SGD at a step size that diverges next to one that works. The
+/// failing run is recorded with its error and stage, the other runs, the sweep ends
+/// with status 3, and running it again retries the failure and skips the finished run.
+#[test]
+fn a_failing_run_does_not_stop_the_sweep() {
+    let d = tmp();
+    let base = config(d.path(), "base", "sgd");
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("epochs = 6", "epochs = 2\nlr_probe = false");
+    std::fs::write(&base, text).unwrap();
+    let sweep = d.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"lr\"\nbase = \"base.toml\"\n[grid]\n\"train.learning_rate\" = [1e9, 1e-2]\n",
+    )
+    .unwrap();
+    let table = |root: &Path| -> Vec<sae::evaluate::results::Record> {
+        sae::evaluate::results::read(&root.join("results.parquet")).unwrap()
+    };
+    for attempt in 0..2 {
+        let out = Command::new(bin())
+            .args(["sweep", sweep.to_str().unwrap()])
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("1 of 2 runs failed"), "{err}");
+        if attempt == 1 {
+            assert!(
+                err.contains("already done"),
+                "the finished run ran again: {err}"
+            );
+        }
+        let rows = table(&d.path().join("lr"));
+        let failed: Vec<_> = rows.iter().filter(|r| r.status == "failed").collect();
+        assert_eq!(failed.len(), 1, "{rows:?}");
+        let f = failed[0];
+        assert_eq!(
+            f.grid,
+            vec![(
+                "train.learning_rate".to_string(),
+                "1000000000.0".to_string()
+            )]
+        );
+        assert_eq!(f.stage, "train");
+        assert!(f.error.contains("learning_rate"), "{}", f.error);
+        assert!(f.accuracy.is_nan() && !f.started.is_empty() && !f.config_hash.is_empty());
+        let done: Vec<_> = rows.iter().filter(|r| r.status == "finished").collect();
+        assert!(!done.is_empty() && done.iter().all(|r| r.accuracy > 0.0 && r.error.is_empty()));
+        assert!(done
+            .iter()
+            .all(|r| r.git_rev == done[0].git_rev && !r.finished.is_empty()));
+        assert_ne!(f.config_hash, done[0].config_hash);
+    }
 }
 
 #[test]

@@ -157,6 +157,8 @@ fn polars_reads_the_store_and_the_result_tables() {
             run_seconds: 2.0,
             peak_rss_kb: 1234,
             loss_csv: "loss.csv".into(),
+            status: "finished".into(),
+            ..Default::default()
         })
         .collect();
     sae::evaluate::results::write(d.path(), &recs).unwrap();

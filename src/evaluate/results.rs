@@ -18,7 +18,7 @@ pub const PARQUET: &str = "results.parquet";
 pub const CSV: &str = "results.csv";
 
 /// One row of a result table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
     /// Run name.
     pub run: String,
@@ -56,11 +56,30 @@ pub struct Record {
     pub peak_rss_kb: u64,
     /// The training loss trace, relative to the table's folder.
     pub loss_csv: String,
+    /// What the run did: `finished`, `failed`, `running`, `interrupted` (killed; it
+    /// resumes when the sweep runs again) or `pending` (not started).
+    pub status: String,
+    /// The error a failed run stopped with.
+    pub error: String,
+    /// The stage it stopped in (`setup`, `sample`, `train`, `encode`, `classify`).
+    pub stage: String,
+    /// Hash of the run's whole config.
+    pub config_hash: String,
+    /// Version of the `sae` build that ran it (git revision, when known).
+    pub git_rev: String,
+    /// When the run started and ended (UTC, RFC 3339).
+    pub started: String,
+    /// See [`Record::started`].
+    pub finished: String,
 }
+
+/// The status of a run that finished.
+pub const FINISHED: &str = "finished";
 
 /// Columns before the grid columns, and after.
 const HEAD: [&str; 1] = ["run"];
-const TAIL: [&str; 16] = [
+const TAIL: [&str; 23] = [
+    "status",
     "features",
     "classifier",
     "accuracy",
@@ -77,6 +96,12 @@ const TAIL: [&str; 16] = [
     "run_seconds",
     "peak_rss_kb",
     "loss_csv",
+    "error",
+    "stage",
+    "config_hash",
+    "git_rev",
+    "started",
+    "finished",
 ];
 
 fn polars_err(path: &Path) -> impl Fn(polars::error::PolarsError) -> Error + '_ {
@@ -100,6 +125,7 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
     let f64s = |f: &dyn Fn(&Record) -> f64| records.iter().map(f).collect::<Vec<f64>>();
     let u64s = |f: &dyn Fn(&Record) -> u64| records.iter().map(f).collect::<Vec<u64>>();
     cols.extend([
+        Column::new("status".into(), strs(&|r| r.status.clone())),
         Column::new("features".into(), strs(&|r| r.features.clone())),
         Column::new("classifier".into(), strs(&|r| r.classifier.clone())),
         Column::new("accuracy".into(), f64s(&|r| r.accuracy)),
@@ -119,6 +145,12 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
         Column::new("run_seconds".into(), f64s(&|r| r.run_seconds)),
         Column::new("peak_rss_kb".into(), u64s(&|r| r.peak_rss_kb)),
         Column::new("loss_csv".into(), strs(&|r| r.loss_csv.clone())),
+        Column::new("error".into(), strs(&|r| r.error.clone())),
+        Column::new("stage".into(), strs(&|r| r.stage.clone())),
+        Column::new("config_hash".into(), strs(&|r| r.config_hash.clone())),
+        Column::new("git_rev".into(), strs(&|r| r.git_rev.clone())),
+        Column::new("started".into(), strs(&|r| r.started.clone())),
+        Column::new("finished".into(), strs(&|r| r.finished.clone())),
     ]);
     Ok(DataFrame::new_infer_height(cols)?)
 }
@@ -197,6 +229,19 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
     } else {
         (vec![None; n], vec![String::new(); n])
     };
+    // Tables written before runs had a status hold finished runs only.
+    let has_status = df.column("status").is_ok();
+    let optional = |name: &str, default: &str| -> Result<Vec<String>> {
+        if has_status {
+            text(name)
+        } else {
+            Ok(vec![default.to_string(); n])
+        }
+    };
+    let status = optional("status", FINISHED)?;
+    let (error, stage) = (optional("error", "")?, optional("stage", "")?);
+    let (config_hash, git_rev) = (optional("config_hash", "")?, optional("git_rev", "")?);
+    let (started, finished) = (optional("started", "")?, optional("finished", "")?);
     let (cs, rs) = (float("classify_seconds")?, float("run_seconds")?);
     let (dim, step, patches, rss) = (
         int("dim")?,
@@ -228,6 +273,13 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
             run_seconds: rs[i],
             peak_rss_kb: rss[i].unwrap_or(0),
             loss_csv: loss_csv[i].clone(),
+            status: status[i].clone(),
+            error: error[i].clone(),
+            stage: stage[i].clone(),
+            config_hash: config_hash[i].clone(),
+            git_rev: git_rev[i].clone(),
+            started: started[i].clone(),
+            finished: finished[i].clone(),
         })
         .collect())
 }
@@ -256,6 +308,12 @@ pub(crate) mod tests {
             run_seconds: 10.0,
             peak_rss_kb: 12345,
             loss_csv: format!("runs/{run}/loss.csv"),
+            status: FINISHED.into(),
+            config_hash: "0badf00d".into(),
+            git_rev: "abc1234".into(),
+            started: "2026-01-02T03:04:05Z".into(),
+            finished: "2026-01-02T03:14:05Z".into(),
+            ..Record::default()
         }
     }
 
@@ -271,17 +329,28 @@ pub(crate) mod tests {
         assert_eq!(read(&d.path().join("results.parquet")).unwrap(), recs);
         let csv = std::fs::read_to_string(d.path().join("results.csv")).unwrap();
         let header = csv.lines().next().unwrap().trim_start_matches('\u{feff}');
-        assert!(header.starts_with("run,features.steps,features,classifier,accuracy,"));
+        assert!(header.starts_with("run,features.steps,status,features,classifier,accuracy,"));
         assert_eq!(csv.lines().count(), 4);
     }
 
     #[test]
-    fn a_table_from_before_iterations_and_stop_reads_as_not_recorded() {
+    fn a_table_from_before_later_columns_reads_as_not_recorded() {
         let d = tempfile::tempdir().unwrap();
         let recs = vec![record("a", Some(8), "rf", 0.31)];
         let mut df = frame(&recs).unwrap();
-        let _ = df.drop_in_place("iterations").unwrap();
-        let _ = df.drop_in_place("stop").unwrap();
+        for c in [
+            "iterations",
+            "stop",
+            "status",
+            "error",
+            "stage",
+            "config_hash",
+            "git_rev",
+            "started",
+            "finished",
+        ] {
+            let _ = df.drop_in_place(c).unwrap();
+        }
         let path = d.path().join("results.parquet");
         ParquetWriter::new(std::fs::File::create(&path).unwrap())
             .finish(&mut df)
@@ -289,6 +358,11 @@ pub(crate) mod tests {
         let back = read(&path).unwrap();
         assert_eq!((back[0].iterations, back[0].stop.as_str()), (0, ""));
         assert_eq!(back[0].accuracy, 0.31);
+        assert_eq!(
+            (back[0].status.as_str(), back[0].git_rev.as_str()),
+            (FINISHED, "")
+        );
+        assert!(back[0].grid.iter().all(|(k, _)| k == "features.steps"));
     }
 
     #[test]

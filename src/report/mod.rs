@@ -29,8 +29,27 @@ pub struct Report {
 }
 
 /// The table of `records` as markdown: one line per (run, feature set), one column per
-/// classifier, as the study reports them.
+/// classifier, as the study reports them; runs that did not finish follow in a table
+/// of their own, with their status and error.
 pub fn markdown(records: &[Record]) -> String {
+    let (done, other): (Vec<Record>, Vec<Record>) = records
+        .iter()
+        .cloned()
+        .partition(|r| r.status == crate::evaluate::results::FINISHED);
+    let mut out = accuracy_table(&done);
+    if !other.is_empty() {
+        out.push_str(
+            "\nRuns that did not finish:\n\n| run | status | stage | error |\n|---|---|---|---|\n",
+        );
+        for r in &other {
+            let error = r.error.replace('|', "\\|").replace('\n', " ");
+            let _ = writeln!(out, "| {} | {} | {} | {error} |", r.run, r.status, r.stage);
+        }
+    }
+    out
+}
+
+fn accuracy_table(records: &[Record]) -> String {
     let mut classifiers: Vec<&str> = Vec::new();
     for r in records {
         if !classifiers.contains(&r.classifier.as_str()) {
@@ -281,8 +300,13 @@ pub fn write_report(table: &Path) -> Result<Report> {
     let dir = base.join("report");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let md = markdown(&records);
+    let finished: Vec<Record> = records
+        .iter()
+        .filter(|r| r.status == crate::evaluate::results::FINISHED)
+        .cloned()
+        .collect();
     let mut plots = Vec::new();
-    for (stem, fig) in figures(&records, &base)? {
+    for (stem, fig) in figures(&finished, &base)? {
         fig.save(&dir.join(&stem))?;
         plots.push(stem);
     }
@@ -310,6 +334,26 @@ pub fn write_report(table: &Path) -> Result<Report> {
 mod tests {
     use super::*;
     use crate::evaluate::results::tests::record;
+
+    #[test]
+    fn runs_that_did_not_finish_are_listed_apart_with_their_error() {
+        let ok = record("good", Some(8), "svm", 0.5);
+        let bad = Record {
+            run: "bad".into(),
+            status: "failed".into(),
+            stage: "train".into(),
+            error: "loss diverged | at step 1".into(),
+            accuracy: f64::NAN,
+            ..Record::default()
+        };
+        let md = markdown(&[bad, ok]);
+        let (table, rest) = md.split_once("Runs that did not finish").unwrap();
+        assert!(table.contains("| good |") && !table.contains("bad"), "{md}");
+        assert!(
+            rest.contains("| bad | failed | train | loss diverged \\| at step 1 |"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn report_has_table_plots_and_page() {

@@ -407,6 +407,19 @@ pub fn peak_rss_kb() -> u64 {
     PEAK_KB.fetch_max(now, Ordering::Relaxed).max(now)
 }
 
+/// The stage the process is in, for naming where a run failed.
+static CURRENT: std::sync::Mutex<&'static str> = std::sync::Mutex::new("setup");
+
+/// Records that the process enters stage `name` ([`Stage::begin`] does for its own).
+pub fn enter(name: &'static str) {
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = name;
+}
+
+/// The stage last entered: `setup` before the first measured stage of a run.
+pub fn current_stage() -> &'static str {
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A stage whose peak resident memory is measured and compared with its estimate.
 pub struct Stage {
     name: &'static str,
@@ -420,6 +433,7 @@ impl Stage {
     /// [`Stage::end`] reads is this stage's own peak. Earlier peaks are kept for
     /// [`peak_rss_kb`].
     pub fn begin(name: &'static str, plan: &Plan, budget: u64) -> Stage {
+        enter(name);
         PEAK_KB.fetch_max(vm_hwm_kb(), Ordering::Relaxed);
         let start_kb = reset_hwm();
         let estimate = plan.stages.iter().find(|s| s.0 == name).map_or(0, |s| s.1);

@@ -196,6 +196,8 @@ pub struct Run<'a> {
     plan: crate::run::limits::Plan,
     comm: &'a dyn Comm,
     started: Instant,
+    /// When the run started (UTC), for its table.
+    started_at: String,
 }
 
 impl<'a> Run<'a> {
@@ -363,6 +365,7 @@ impl<'a> Run<'a> {
                 classify_seconds: secs,
                 run_seconds: self.started.elapsed().as_secs_f64(),
                 peak_rss_kb: crate::run::limits::peak_rss_kb(),
+                finished: crate::run::stamp::now(),
                 ..row.clone()
             });
         }
@@ -494,6 +497,11 @@ impl Run<'_> {
             run_seconds: 0.0,
             peak_rss_kb: 0,
             loss_csv: LOSS.into(),
+            status: crate::evaluate::results::FINISHED.into(),
+            config_hash: crate::run::stamp::config_hash(cfg),
+            git_rev: crate::run::stamp::git_rev().into(),
+            started: self.started_at.clone(),
+            ..Record::default()
         };
         let mut results = Vec::new();
         if cfg.classify.raw_baseline && root {
@@ -551,9 +559,10 @@ impl Run<'_> {
 /// its shard of the patch store and encodes its share of the images. Ranks other than
 /// 0 return no results.
 pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf, Vec<Record>)> {
-    let started = Instant::now();
+    let (started, started_at) = (Instant::now(), crate::run::stamp::now());
     // Peak memory is reported per run, not over every run a sweep made before it.
     crate::run::limits::reset_peak();
+    crate::run::limits::enter("setup");
     let layout = RunLayout::of(cfg);
     let ckpt = match comm.is_root() {
         true => Some(prepare(cfg, &layout, restart)?),
@@ -572,6 +581,7 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
         plan,
         comm,
         started,
+        started_at,
     };
     let store = run.patch_store(&ds, &spec)?;
     let model = run.model(&store, arch, ckpt.as_ref())?;

@@ -28,6 +28,12 @@
 //! interrupted run resumes from its checkpoint. The rows of every finished run are
 //! gathered into `<out_dir>/<name>/results.parquet` and `results.csv`, one column per
 //! grid key ([`crate::evaluate::results`]); `sae report` draws them.
+//!
+//! One failing run does not end the sweep: it is recorded (`failed.json`: the error and
+//! the stage it stopped in), the table gives it a row with status `failed`, and the
+//! next run starts. Running the sweep again skips finished runs, retries failed ones and
+//! resumes interrupted ones (a killed run leaves `running.json` naming a process that
+//! is gone: neither finished nor failed).
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dist::{Comm, Single};
 use crate::error::{Error, Result};
+use crate::evaluate::results::Record;
 use crate::progress::say;
 use crate::run::config::Config;
 use crate::run::layout::{Hashes, RunLayout, DONE, RESULTS_PARQUET};
@@ -240,10 +247,118 @@ pub struct RunRecord {
     pub seconds: f64,
     /// Peak resident memory of the process so far, in KiB.
     pub peak_rss_kb: u64,
+    /// When it started and finished (UTC); empty in records from before they were kept.
+    #[serde(default)]
+    pub started: String,
+    /// See [`RunRecord::started`].
+    #[serde(default)]
+    pub finished: String,
+}
+
+/// What `failed.json` records about a run that stopped with an error. The sweep goes
+/// on with the next run, and retries this one when it runs again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    /// Run name.
+    pub name: String,
+    /// The error, as printed.
+    pub error: String,
+    /// The stage it stopped in.
+    pub stage: String,
+    /// When it started and stopped (UTC).
+    pub started: String,
+    /// See [`Failure::started`].
+    pub finished: String,
+    /// The build that ran it.
+    pub git_rev: String,
+}
+
+/// File of a failed run, beside where `done.json` would be.
+pub const FAILED: &str = "failed.json";
+/// File of a run in progress: the process id that runs it.
+pub const RUNNING: &str = "running.json";
+
+/// Where a run of a sweep stands.
+#[derive(Clone, Debug)]
+pub enum Status {
+    /// Finished (`done.json`).
+    Finished(RunRecord),
+    /// Stopped with an error (`failed.json`).
+    Failed(Failure),
+    /// Being run by a live process.
+    Running(u32),
+    /// Started by a process that is gone (killed): it resumes when the sweep runs again.
+    Interrupted,
+    /// Not started.
+    Pending,
+}
+
+impl Status {
+    /// The word the results table and `sae status` use.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Finished(_) => crate::evaluate::results::FINISHED,
+            Status::Failed(_) => "failed",
+            Status::Running(_) => "running",
+            Status::Interrupted => "interrupted",
+            Status::Pending => "pending",
+        }
+    }
+
+    /// The status of the run whose folder is `dir`.
+    pub fn of(dir: &Path) -> Result<Status> {
+        let read = |name: &str| -> Option<Vec<u8>> { std::fs::read(dir.join(name)).ok() };
+        let unreadable = |name: &str, e: serde_json::Error| {
+            Error::bad(dir.join(name), format!("unreadable: {e}"))
+        };
+        if let Some(b) = read(DONE) {
+            return Ok(Status::Finished(
+                serde_json::from_slice(&b).map_err(|e| unreadable(DONE, e))?,
+            ));
+        }
+        if let Some(b) = read(RUNNING) {
+            let pid: u32 = serde_json::from_slice(&b).map_err(|e| unreadable(RUNNING, e))?;
+            return Ok(if alive(pid) {
+                Status::Running(pid)
+            } else {
+                Status::Interrupted
+            });
+        }
+        if let Some(b) = read(FAILED) {
+            return Ok(Status::Failed(
+                serde_json::from_slice(&b).map_err(|e| unreadable(FAILED, e))?,
+            ));
+        }
+        Ok(Status::Pending)
+    }
+}
+
+/// Whether process `pid` exists (and is not a zombie) on this machine.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// What a sweep did: its folder and how many of its runs failed.
+#[derive(Clone, Debug)]
+pub struct SweepOutcome {
+    /// The sweep's folder (table and runs).
+    pub root: PathBuf,
+    /// Runs in the sweep.
+    pub runs: usize,
+    /// Runs that stopped with an error (as the table records them).
+    pub failed: usize,
 }
 
 /// Runs every run of the sweep that is not done yet, then writes the results table.
-pub fn run_sweep(path: &Path) -> Result<PathBuf> {
+pub fn run_sweep(path: &Path) -> Result<SweepOutcome> {
     run_sweep_with(path, &Single, None)
 }
 
@@ -251,7 +366,14 @@ pub fn run_sweep(path: &Path) -> Result<PathBuf> {
 /// possibly models and checkpoints) go to the same rank, groups are dealt out in turn,
 /// and rank 0 writes the table once every rank is done.
 /// `max_memory`, when given, replaces every run's budget.
-pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> Result<PathBuf> {
+///
+/// A run that fails is recorded (`failed.json`: the error and the stage) and the sweep
+/// goes on; finished runs are skipped and failed ones retried when the sweep runs again.
+pub fn run_sweep_with(
+    path: &Path,
+    comm: &dyn Comm,
+    max_memory: Option<u64>,
+) -> Result<SweepOutcome> {
     let (sweep, base) = SweepFile::load(path)?;
     let mut runs = sweep.expand(&base)?;
     if let Some(b) = max_memory {
@@ -280,8 +402,8 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
         if g % comm.size() != comm.rank() {
             continue;
         }
-        let done = r.config.run_dir().join(DONE);
-        if done.exists() {
+        let dir = r.config.run_dir();
+        if let Status::Finished(_) = Status::of(&dir)? {
             say(format!(
                 "sweep: run {}/{n} {} already done",
                 k + 1,
@@ -290,49 +412,127 @@ pub fn run_sweep_with(path: &Path, comm: &dyn Comm, max_memory: Option<u64>) -> 
             continue;
         }
         say(format!("sweep: run {}/{n} {}", k + 1, r.config.name));
-        let t = std::time::Instant::now();
-        let (dir, _) = crate::run::pipeline::run(&r.config, false)?;
-        let model = crate::learn::model::Model::load(&RunLayout::of(&r.config).model)?;
-        let rec = RunRecord {
-            name: r.config.name.clone(),
-            values: r.values.clone(),
-            final_loss: model.header.loss,
-            seconds: t.elapsed().as_secs_f64(),
-            peak_rss_kb: crate::run::limits::peak_rss_kb(),
-        };
-        let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
-        crate::fsio::write_atomic(&dir.join(DONE), &json)?;
+        run_one(r, &dir)?;
     }
     comm.barrier();
+    let mut failed = 0;
     if comm.is_root() {
-        write_table(&root, &runs)?;
+        failed = write_table(&root, &runs)?;
     }
-    Ok(root)
+    Ok(SweepOutcome {
+        root,
+        runs: n,
+        failed,
+    })
 }
 
-/// Gathers every finished run's result rows, with its grid values, into
-/// `<root>/results.parquet` and `<root>/results.csv`.
-fn write_table(root: &Path, runs: &[SweepRun]) -> Result<()> {
-    let mut all = Vec::new();
-    for r in runs {
-        let dir = r.config.run_dir();
-        let done = dir.join(DONE);
-        let Ok(text) = std::fs::read(&done) else {
-            continue;
-        };
-        let rec: RunRecord = serde_json::from_slice(&text)
-            .map_err(|e| Error::bad(&done, format!("unreadable: {e}")))?;
-        let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
-        for mut row in crate::evaluate::results::read(&dir.join(RESULTS_PARQUET))? {
-            row.run = rec.name.clone();
-            row.grid = rec.values.clone();
-            row.loss_csv = rel.join(&row.loss_csv).display().to_string();
-            row.run_seconds = rec.seconds;
-            row.peak_rss_kb = rec.peak_rss_kb;
-            all.push(row);
+/// Runs `r` in `dir`, recording how it ends: `done.json`, or `failed.json` with the
+/// error and the stage (the sweep goes on). Only failing to record is an error.
+fn run_one(r: &SweepRun, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let _ = std::fs::remove_file(dir.join(FAILED));
+    let pid = serde_json::to_vec(&std::process::id()).expect("pid serialises");
+    crate::fsio::write_atomic(&dir.join(RUNNING), &pid)?;
+    let (t, started) = (std::time::Instant::now(), crate::run::stamp::now());
+    let outcome = crate::run::pipeline::run(&r.config, false)
+        .and_then(|_| crate::learn::model::Model::load(&RunLayout::of(&r.config).model));
+    match outcome {
+        Ok(model) => {
+            let rec = RunRecord {
+                name: r.config.name.clone(),
+                values: r.values.clone(),
+                final_loss: model.header.loss,
+                seconds: t.elapsed().as_secs_f64(),
+                peak_rss_kb: crate::run::limits::peak_rss_kb(),
+                started,
+                finished: crate::run::stamp::now(),
+            };
+            let json = serde_json::to_vec_pretty(&rec).expect("record serialises");
+            crate::fsio::write_atomic(&dir.join(DONE), &json)?;
+        }
+        Err(e) => {
+            let stage = crate::run::limits::current_stage();
+            say(format!(
+                "sweep: run {} failed in {stage}: {e:#}",
+                r.config.name
+            ));
+            let f = Failure {
+                name: r.config.name.clone(),
+                error: format!("{e:#}"),
+                stage: stage.into(),
+                started,
+                finished: crate::run::stamp::now(),
+                git_rev: crate::run::stamp::git_rev().into(),
+            };
+            let json = serde_json::to_vec_pretty(&f).expect("failure serialises");
+            crate::fsio::write_atomic(&dir.join(FAILED), &json)?;
         }
     }
-    crate::evaluate::results::write(root, &all)
+    let _ = std::fs::remove_file(dir.join(RUNNING));
+    Ok(())
+}
+
+/// Gathers every run into `<root>/results.parquet` and `<root>/results.csv`, with its
+/// grid values and status: a finished run's result rows, one row for any other run
+/// (failed with its error, interrupted, running or pending). Returns the failed runs.
+fn write_table(root: &Path, runs: &[SweepRun]) -> Result<usize> {
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for r in runs {
+        let dir = r.config.run_dir();
+        let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
+        let status = Status::of(&dir)?;
+        let blank = Record {
+            run: r.config.name.clone(),
+            grid: r.values.clone(),
+            accuracy: f64::NAN,
+            final_loss: f64::NAN,
+            classify_seconds: f64::NAN,
+            run_seconds: f64::NAN,
+            status: status.word().into(),
+            config_hash: crate::run::stamp::config_hash(&r.config),
+            hidden: r
+                .config
+                .model
+                .hidden
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join("-"),
+            patches: r.config.patches.count as u64,
+            ..Record::default()
+        };
+        match status {
+            Status::Finished(rec) => {
+                for mut row in crate::evaluate::results::read(&dir.join(RESULTS_PARQUET))? {
+                    row.run = rec.name.clone();
+                    row.grid = rec.values.clone();
+                    row.loss_csv = rel.join(&row.loss_csv).display().to_string();
+                    row.run_seconds = rec.seconds;
+                    row.peak_rss_kb = rec.peak_rss_kb;
+                    if !rec.finished.is_empty() {
+                        row.started = rec.started.clone();
+                        row.finished = rec.finished.clone();
+                    }
+                    all.push(row);
+                }
+            }
+            Status::Failed(f) => {
+                failed += 1;
+                all.push(Record {
+                    error: f.error,
+                    stage: f.stage,
+                    started: f.started,
+                    finished: f.finished,
+                    git_rev: f.git_rev,
+                    ..blank
+                });
+            }
+            _ => all.push(blank),
+        }
+    }
+    crate::evaluate::results::write(root, &all)?;
+    Ok(failed)
 }
 
 #[cfg(test)]
