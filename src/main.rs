@@ -65,6 +65,12 @@ enum Cmd {
         /// The sweep file.
         sweep: PathBuf,
     },
+    /// List a sweep's runs (finished, running with their progress, failed, interrupted,
+    /// pending) and the best accuracy so far.
+    Status {
+        /// Sweep folder (`<out_dir>/<name>`).
+        dir: PathBuf,
+    },
     /// Turn a result table (a run or sweep folder, or its results.parquet) into
     /// markdown tables, PNG/SVG plots and an HTML page under `<folder>/report/`.
     Report {
@@ -280,6 +286,7 @@ fn run() -> anyhow::Result<ExitCode> {
         } => cmd_run(&config, out, restart, budget, comm),
         Cmd::Sweep { sweep } => cmd_sweep(&sweep, budget, comm),
         Cmd::Report { results } => cmd_report(&results),
+        Cmd::Status { dir } => cmd_status(&dir),
         Cmd::Synth(a) => cmd_synth(a),
         Cmd::Sample(a) => cmd_sample(a, budget.unwrap_or(0)),
         Cmd::Train(a) => cmd_train(a, budget.unwrap_or(0), comm),
@@ -345,6 +352,52 @@ fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Resu
             );
             return Ok(ExitCode::from(SOME_RUNS_FAILED));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_status(dir: &Path) -> anyhow::Result<ExitCode> {
+    use sae::run::sweep::Status;
+    let runs = sae::run::sweep::status(dir)?;
+    let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:width$}  {:11}  {:>8}  detail",
+        "run", "status", "accuracy"
+    );
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for r in &runs {
+        let word = r.status.word();
+        match counts.iter_mut().find(|(w, _)| *w == word) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((word, 1)),
+        }
+        let acc = r
+            .best
+            .as_ref()
+            .map_or(String::new(), |(a, _)| format!("{:.2} %", 100.0 * a));
+        let detail = match (&r.status, &r.progress) {
+            (Status::Running(pid), Some(p)) => format!(
+                "pid {pid}: {} {}/{} {} (ETA {:.0} s)",
+                p.stage, p.done, p.total, p.unit, p.eta_s
+            ),
+            (Status::Running(pid), None) => format!("pid {pid}"),
+            (Status::Failed(f), _) => format!("in {}: {}", f.stage, f.error),
+            (_, _) => r.best.as_ref().map_or(String::new(), |(_, w)| w.clone()),
+        };
+        println!("{:width$}  {word:11}  {acc:>8}  {detail}", r.name);
+    }
+    let summary: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
+    let best = runs
+        .iter()
+        .filter_map(|r| r.best.as_ref().map(|b| (b, &r.name)))
+        .max_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+    match best {
+        Some(((a, what), name)) => println!(
+            "{}; best {:.2} % ({name}, {what})",
+            summary.join(", "),
+            100.0 * a
+        ),
+        None => println!("{}", summary.join(", ")),
     }
     Ok(ExitCode::SUCCESS)
 }

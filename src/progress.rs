@@ -1,7 +1,9 @@
 //! Progress of long stages on stderr: count, rate and ETA, at most once a second.
 //! On a terminal the line redraws in place; otherwise (logs, CI) it prints a line
 //! every 10 % so logs stay short. `set_quiet` silences everything; `set_json` turns
-//! every message into one JSON object per line, for log collectors.
+//! every message into one JSON object per line, for log collectors. A run of a sweep
+//! also keeps its latest progress in a small JSON file ([`set_status_file`]), which
+//! `sae status` reads.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +11,43 @@ use std::time::{Duration, Instant};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 static JSON: AtomicBool = AtomicBool::new(false);
+static STATUS_FILE: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+/// Keeps the latest progress of every stage in `path` (rewritten at most once a
+/// second, whole), or stops doing so (`None`).
+pub fn set_status_file(path: Option<std::path::PathBuf>) {
+    *STATUS_FILE.lock().unwrap_or_else(|e| e.into_inner()) = path;
+}
+
+/// The latest progress a process recorded with [`set_status_file`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// The stage's label.
+    pub stage: String,
+    /// Units done.
+    pub done: usize,
+    /// Units in all.
+    pub total: usize,
+    /// What is counted.
+    pub unit: String,
+    /// Units per second so far.
+    pub rate_per_s: f64,
+    /// Seconds left at that rate.
+    pub eta_s: f64,
+}
+
+fn write_status(snap: &Snapshot) {
+    let guard = STATUS_FILE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = guard.as_ref() {
+        // Written whole under another name and renamed, so a reader never sees half
+        // of it; not synced, since it is rewritten every second.
+        let tmp = path.with_extension("tmp");
+        let body = serde_json::to_vec(snap).expect("snapshot serialises");
+        if std::fs::write(&tmp, body).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
 
 /// Switches messages to JSON lines (`{"elapsed_s":..,"event":..,...}`).
 pub fn set_json(on: bool) {
@@ -43,6 +82,7 @@ pub struct Progress {
     start: Instant,
     last: Instant,
     last_decile: usize,
+    last_status: Instant,
     tty: bool,
 }
 
@@ -58,13 +98,31 @@ impl Progress {
             start: now,
             last: now,
             last_decile: 0,
+            last_status: now,
             tty: std::io::stderr().is_terminal() && !json(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = self.done as f64 / secs.max(1e-9);
+        Snapshot {
+            stage: self.label.clone(),
+            done: self.done,
+            total: self.total,
+            unit: self.unit.into(),
+            rate_per_s: rate,
+            eta_s: self.total.saturating_sub(self.done) as f64 / rate.max(1e-9),
         }
     }
 
     /// Records `n` more units done.
     pub fn inc(&mut self, n: usize) {
         self.done += n;
+        if self.last_status.elapsed() >= Duration::from_secs(1) {
+            self.last_status = Instant::now();
+            write_status(&self.snapshot());
+        }
         let decile = self.done * 10 / self.total.max(1);
         let due = if self.tty {
             self.last.elapsed() >= Duration::from_secs(1)
@@ -119,6 +177,7 @@ impl Progress {
     /// Prints the final line and returns the seconds taken.
     pub fn finish(self) -> f64 {
         self.print(true);
+        write_status(&self.snapshot());
         self.start.elapsed().as_secs_f64()
     }
 }

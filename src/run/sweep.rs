@@ -277,6 +277,10 @@ pub struct Failure {
 pub const FAILED: &str = "failed.json";
 /// File of a run in progress: the process id that runs it.
 pub const RUNNING: &str = "running.json";
+/// File of a run in progress: its latest progress ([`crate::progress::Snapshot`]).
+pub const PROGRESS: &str = "progress.json";
+/// File of a sweep folder: every run's name and grid values, for `sae status`.
+pub const RUNS: &str = "runs.json";
 
 /// Where a run of a sweep stands.
 #[derive(Clone, Debug)]
@@ -386,6 +390,12 @@ pub fn run_sweep_with(
         .expect("runs live under the sweep folder")
         .to_path_buf();
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+    if comm.is_root() {
+        let list: Vec<(&String, &Vec<(String, String)>)> =
+            runs.iter().map(|r| (&r.config.name, &r.values)).collect();
+        let json = serde_json::to_vec_pretty(&list).expect("run list serialises");
+        crate::fsio::write_atomic(&root.join(RUNS), &json)?;
+    }
     let n = runs.len();
     let stores: Vec<String> = runs.iter().map(|r| Hashes::of(&r.config).patches).collect();
     let mut groups: Vec<&String> = Vec::new();
@@ -470,6 +480,59 @@ fn run_one(r: &SweepRun, dir: &Path) -> Result<()> {
     }
     let _ = std::fs::remove_file(dir.join(RUNNING));
     Ok(())
+}
+
+/// One run of a sweep as `sae status` shows it.
+#[derive(Clone, Debug)]
+pub struct RunView {
+    /// Run name.
+    pub name: String,
+    /// Grid values.
+    pub values: Vec<(String, String)>,
+    /// Where it stands.
+    pub status: Status,
+    /// Latest progress of a running run.
+    pub progress: Option<crate::progress::Snapshot>,
+    /// Best accuracy in its table so far, with its feature set and classifier.
+    pub best: Option<(f64, String)>,
+}
+
+/// Every run of the sweep in folder `root` (as its last start listed them), with its
+/// status, the progress of running ones and the best accuracy of each so far.
+pub fn status(root: &Path) -> Result<Vec<RunView>> {
+    let list = root.join(RUNS);
+    let text = std::fs::read(&list).map_err(Error::io(&list))?;
+    let runs: Vec<(String, Vec<(String, String)>)> =
+        serde_json::from_slice(&text).map_err(|e| Error::bad(&list, format!("unreadable: {e}")))?;
+    runs.into_iter()
+        .map(|(name, values)| {
+            let dir = root.join("runs").join(&name);
+            let status = Status::of(&dir)?;
+            let progress = match status {
+                Status::Running(_) => std::fs::read(dir.join(PROGRESS))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok()),
+                _ => None,
+            };
+            let table = dir.join(RESULTS_PARQUET);
+            let best = if table.exists() {
+                crate::evaluate::results::read(&table)?
+                    .into_iter()
+                    .filter(|r| r.accuracy.is_finite())
+                    .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy))
+                    .map(|r| (r.accuracy, format!("{} {}", r.features, r.classifier)))
+            } else {
+                None
+            };
+            Ok(RunView {
+                name,
+                values,
+                status,
+                progress,
+                best,
+            })
+        })
+        .collect()
 }
 
 /// Gathers every run into `<root>/results.parquet` and `<root>/results.csv`, with its
@@ -574,6 +637,23 @@ mod tests {
         assert_eq!(runs[4].config.seed, 2);
         let names: std::collections::HashSet<_> = runs.iter().map(|r| &r.config.name).collect();
         assert_eq!(names.len(), runs.len(), "run folders are distinct");
+    }
+
+    #[test]
+    fn a_run_whose_process_is_gone_is_interrupted() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(Status::of(d.path()).unwrap(), Status::Pending));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        std::fs::write(d.path().join(RUNNING), gone.to_string()).unwrap();
+        assert_eq!(Status::of(d.path()).unwrap().word(), "interrupted");
+        let me = std::process::id();
+        std::fs::write(d.path().join(RUNNING), me.to_string()).unwrap();
+        assert!(matches!(Status::of(d.path()).unwrap(), Status::Running(p) if p == me));
+        std::fs::write(d.path().join(DONE), "{").unwrap();
+        let e = Status::of(d.path()).unwrap_err().to_string();
+        assert!(e.contains("done.json"), "{e}");
     }
 
     #[test]
