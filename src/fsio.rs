@@ -31,3 +31,22 @@ pub fn sync_dir(path: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(Error::io(dir))
 }
+
+/// An exclusive lock on a file, held until dropped.
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Takes an exclusive lock on `path` (created if missing), waiting while another process
+/// holds it: processes that may build the same shared file (sweep workers) take it
+/// first, so that one builds and the others then find it finished.
+pub fn lock(path: &Path) -> Result<FileLock> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(path))?;
+    file.lock().map_err(Error::io(path))?;
+    Ok(FileLock { _file: file })
+}

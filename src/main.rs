@@ -46,6 +46,14 @@ struct Args {
     cmd: Cmd,
 }
 
+/// The global flags, which sweep workers are started with too.
+struct Flags {
+    threads: Option<usize>,
+    quiet: bool,
+    log_json: bool,
+    max_memory: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every stage of a config file into its run folder.
@@ -64,6 +72,13 @@ enum Cmd {
     Sweep {
         /// The sweep file.
         sweep: PathBuf,
+        /// Runs at once, as separate processes, the cores split between them (runs
+        /// that share a patch store run in the same process, one after another).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Internal: this process is worker K of `--jobs` (started by the sweep).
+        #[arg(long, hide = true)]
+        worker: Option<usize>,
     },
     /// List a sweep's runs (finished, running with their progress, failed, interrupted,
     /// pending) and the best accuracy so far.
@@ -278,13 +293,23 @@ fn run() -> anyhow::Result<ExitCode> {
         Some(b) => Some(sae::run::config::parse_bytes(b)?),
         None => None,
     };
+    let flags = Flags {
+        threads: args.threads,
+        quiet: args.quiet,
+        log_json: args.log_json,
+        max_memory: args.max_memory.clone(),
+    };
     match args.cmd {
         Cmd::Run {
             config,
             out,
             restart,
         } => cmd_run(&config, out, restart, budget, comm),
-        Cmd::Sweep { sweep } => cmd_sweep(&sweep, budget, comm),
+        Cmd::Sweep {
+            sweep,
+            jobs,
+            worker,
+        } => cmd_sweep(&sweep, jobs, worker, budget, comm, &flags),
         Cmd::Report { results } => cmd_report(&results),
         Cmd::Status { dir } => cmd_status(&dir),
         Cmd::Synth(a) => cmd_synth(a),
@@ -337,8 +362,33 @@ fn cmd_run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Result<ExitCode> {
-    let done = sae::run::sweep::run_sweep_with(sweep, comm, budget)?;
+fn cmd_sweep(
+    sweep: &Path,
+    jobs: usize,
+    worker: Option<usize>,
+    budget: Option<u64>,
+    comm: &dyn Comm,
+    flags: &Flags,
+) -> anyhow::Result<ExitCode> {
+    use sae::run::sweep;
+    if jobs == 0 {
+        anyhow::bail!("--jobs must be at least 1");
+    }
+    if let Some(index) = worker {
+        let (_, runs) = sweep::prepare(sweep, false, budget)?;
+        sweep::run_share(&runs, &sweep::Worker { index, count: jobs })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = if jobs > 1 {
+        if comm.size() > 1 {
+            anyhow::bail!("--jobs runs local processes; under MPI the ranks share the runs");
+        }
+        let (root, runs) = sweep::prepare(sweep, true, budget)?;
+        run_workers(sweep, jobs, flags)?;
+        sweep::finish(root, &runs)?
+    } else {
+        sweep::run_sweep_with(sweep, comm, budget)?
+    };
     if comm.is_root() {
         println!(
             "results: {} (and .parquet)",
@@ -354,6 +404,50 @@ fn cmd_sweep(sweep: &Path, budget: Option<u64>, comm: &dyn Comm) -> anyhow::Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `jobs` worker processes of this program on `sweep`, each with its share of
+/// the cores (and of the memory budget), and waits for all of them.
+fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program to start workers")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or((cores / jobs).max(1));
+    let mut children = Vec::new();
+    for k in 0..jobs {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("--threads").arg(threads.to_string());
+        if args.quiet {
+            cmd.arg("--quiet");
+        }
+        if args.log_json {
+            cmd.arg("--log-json");
+        }
+        if let Some(b) = &args.max_memory {
+            let each = sae::run::config::parse_bytes(b)? / jobs as u64;
+            cmd.arg("--max-memory").arg(each.to_string());
+        }
+        cmd.arg("sweep")
+            .arg(sweep)
+            .arg("--jobs")
+            .arg(jobs.to_string())
+            .arg("--worker")
+            .arg(k.to_string());
+        children.push(cmd.spawn().context("cannot start a sweep worker")?);
+    }
+    let mut failed = Vec::new();
+    for (k, mut c) in children.into_iter().enumerate() {
+        let status = c.wait().context("waiting for a sweep worker")?;
+        if !status.success() {
+            failed.push(format!("worker {k}: {status}"));
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "sweep workers stopped with an error ({}); their runs resume when the sweep runs again",
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn cmd_status(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -257,6 +257,58 @@ fn accuracies(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `--jobs 2` runs groups of runs (those sharing a patch store) in two processes, which
+/// share one synthetic dataset (written once, under a lock), and gives the table of a
+/// sweep run in one.
+#[test]
+fn jobs_run_side_by_side_with_the_same_results() {
+    let mut tables = Vec::new();
+    for jobs in ["1", "2"] {
+        let d = tmp();
+        let base = config(d.path(), "base", "lbfgs");
+        let text = std::fs::read_to_string(&base)
+            .unwrap()
+            .replace("max_iter = 60", "max_iter = 10");
+        std::fs::write(&base, text).unwrap();
+        let sweep = d.path().join("sweep.toml");
+        std::fs::write(
+            &sweep,
+            "name = \"seeds\"\nbase = \"base.toml\"\n[grid]\n\"patches.count\" = [20000, 10000]\n\"features.steps\" = [[8], [4]]\n",
+        )
+        .unwrap();
+        let (ok, _, err) = run_bin(
+            &["sweep", "--jobs", jobs, sweep.to_str().unwrap()],
+            d.path(),
+        );
+        assert!(ok, "{err}");
+        if jobs == "2" {
+            // Both workers ran, each its own patch store's runs.
+            assert_eq!(err.matches("sweep: run ").count(), 4, "{err}");
+            assert_eq!(err.matches("synth: ").count(), 1, "{err}");
+            let (ok, out, _) = run_bin(&["status", "seeds"], d.path());
+            assert!(
+                ok && out.lines().last().unwrap().starts_with("4 finished"),
+                "{out}"
+            );
+        }
+        let rows = sae::evaluate::results::read(&d.path().join("seeds/results.parquet")).unwrap();
+        tables.push(
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.run.clone(),
+                        r.features.clone(),
+                        r.accuracy,
+                        r.status.clone(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(tables[0].len(), 4);
+    assert_eq!(tables[0], tables[1]);
+}
+
 /// The case: SGD at a step size that diverges next to one that works. The
 /// failing run is recorded with its error and stage, the other runs, the sweep ends
 /// with status 3, and running it again retries the failure and skips the finished run.

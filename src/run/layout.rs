@@ -16,7 +16,7 @@
 //!             done.json              a finished sweep run
 //! <cache>/patches-<patches>.arrow, model-<training>.sae, model-<training>.loss.csv,
 //!         checkpoints-<lineage>.sled/, features-<training>-<labelled>/,
-//!         data-<patches>/ (synthetic images), images-<data>/ (resized copies)
+//!         data-<data>/ (synthetic images), images-<data>/ (resized copies)
 //! ```
 
 use std::path::PathBuf;
@@ -176,7 +176,7 @@ impl RunLayout {
                 dir.join("features").join(&h.labelled),
             ),
             Some(c) => (
-                c.join(format!("data-{}", h.patches)),
+                c.join(format!("data-{}", h.data)),
                 c.join(format!("images-{}", h.data)),
                 c.join(format!("patches-{}.arrow", h.patches)),
                 c.join(format!("model-{}.sae", h.training)),

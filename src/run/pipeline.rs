@@ -44,16 +44,26 @@ fn open_data(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset> {
                 unlabeled: s.unlabeled,
                 seed: cfg.seed,
             };
-            let t = Instant::now();
-            write_dataset(&spec, &out)?;
-            say(format!(
-                "synth: {} train, {} test, {} unlabeled images in {:.1} s -> {}",
-                s.train,
-                s.test,
-                s.unlabeled,
-                t.elapsed().as_secs_f64(),
-                out.display()
-            ));
+            // Runs of a sweep (and its worker processes) share the data: the first
+            // writes it under the lock, the others find it complete. Files another
+            // process has mapped are never rewritten.
+            std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
+            let _lock = crate::fsio::lock(&out.join(".lock"))?;
+            let marker = out.join(".complete");
+            let want = format!("{spec:?}");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(want.as_str()) {
+                let t = Instant::now();
+                write_dataset(&spec, &out)?;
+                crate::fsio::write_atomic(&marker, want.as_bytes())?;
+                say(format!(
+                    "synth: {} train, {} test, {} unlabeled images in {:.1} s -> {}",
+                    s.train,
+                    s.test,
+                    s.unlabeled,
+                    t.elapsed().as_secs_f64(),
+                    out.display()
+                ));
+            }
             out
         }
         None => cfg.data.path.clone(),
@@ -83,6 +93,8 @@ fn open_data(cfg: &Config, paths: &RunLayout, write: bool) -> Result<Dataset> {
         let t = Instant::now();
         let hash = &paths.hashes.data;
         let at = |split: &str| dir.join(format!("{hash}-{side}-{split}.u8"));
+        // One process resizes; others sharing the cache wait and reuse its files.
+        let _lock = crate::fsio::lock(&dir.join(format!("{hash}-{side}.lock")))?;
         ds.train = resized(&ds.train, side, &at("train"))?;
         ds.test = resized(&ds.test, side, &at("test"))?;
         ds.unlabeled = if same {

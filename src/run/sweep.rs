@@ -378,6 +378,27 @@ pub fn run_sweep_with(
     comm: &dyn Comm,
     max_memory: Option<u64>,
 ) -> Result<SweepOutcome> {
+    let (root, runs) = prepare(path, comm.is_root(), max_memory)?;
+    run_share(&runs, comm)?;
+    comm.barrier();
+    if comm.is_root() {
+        finish(root, &runs)
+    } else {
+        Ok(SweepOutcome {
+            root,
+            runs: runs.len(),
+            failed: 0,
+        })
+    }
+}
+
+/// The sweep file's runs (each with `max_memory`, when given, as its budget) and the
+/// sweep's folder, created; `list` writes the run list `sae status` reads.
+pub fn prepare(
+    path: &Path,
+    list: bool,
+    max_memory: Option<u64>,
+) -> Result<(PathBuf, Vec<SweepRun>)> {
     let (sweep, base) = SweepFile::load(path)?;
     let mut runs = sweep.expand(&base)?;
     if let Some(b) = max_memory {
@@ -390,12 +411,20 @@ pub fn run_sweep_with(
         .expect("runs live under the sweep folder")
         .to_path_buf();
     std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
-    if comm.is_root() {
-        let list: Vec<(&String, &Vec<(String, String)>)> =
+    if list {
+        let names: Vec<(&String, &Vec<(String, String)>)> =
             runs.iter().map(|r| (&r.config.name, &r.values)).collect();
-        let json = serde_json::to_vec_pretty(&list).expect("run list serialises");
+        let json = serde_json::to_vec_pretty(&names).expect("run list serialises");
         crate::fsio::write_atomic(&root.join(RUNS), &json)?;
     }
+    Ok((root, runs))
+}
+
+/// Runs the runs of `runs` dealt to this rank of `comm` (or local worker, see
+/// [`Worker`]) that are not finished: runs that share a patch store form a group, and
+/// groups are dealt out in turn, so two ranks never build the same store, model or
+/// checkpoint.
+pub fn run_share(runs: &[SweepRun], comm: &dyn Comm) -> Result<()> {
     let n = runs.len();
     let stores: Vec<String> = runs.iter().map(|r| Hashes::of(&r.config).patches).collect();
     let mut groups: Vec<&String> = Vec::new();
@@ -424,16 +453,42 @@ pub fn run_sweep_with(
         say(format!("sweep: run {}/{n} {}", k + 1, r.config.name));
         run_one(r, &dir)?;
     }
-    comm.barrier();
-    let mut failed = 0;
-    if comm.is_root() {
-        failed = write_table(&root, &runs)?;
-    }
+    Ok(())
+}
+
+/// Writes the sweep's table once its runs are done; counts the failed ones.
+pub fn finish(root: PathBuf, runs: &[SweepRun]) -> Result<SweepOutcome> {
+    let failed = write_table(&root, runs)?;
     Ok(SweepOutcome {
         root,
-        runs: n,
+        runs: runs.len(),
         failed,
     })
+}
+
+/// One of the local worker processes of `sae sweep --jobs N`: it runs the groups of
+/// runs dealt to `index` of `count` (as an MPI rank would) and leaves the run list and
+/// the table to the process that started it.
+pub struct Worker {
+    /// This worker, `0..count`.
+    pub index: usize,
+    /// Workers in all.
+    pub count: usize,
+}
+
+impl Comm for Worker {
+    fn rank(&self) -> usize {
+        self.index
+    }
+    fn size(&self) -> usize {
+        self.count
+    }
+    fn sum(&self, _: &mut [f64]) {}
+    fn barrier(&self) {}
+    fn broadcast(&self, _: &mut Vec<u8>) {}
+    fn is_root(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `r` in `dir`, recording how it ends: `done.json`, or `failed.json` with the
