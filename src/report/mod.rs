@@ -253,32 +253,238 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
     Ok(figs)
 }
 
-fn html(title: &str, md: &str, plots: &[String]) -> String {
-    let mut out = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\n\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
-         td:first-child,th:first-child{{text-align:left}}</style></head><body>\n\
-         <h1>{title}</h1>\n<table>\n"
-    );
-    for (i, line) in md.lines().enumerate() {
-        if i == 1 {
+/// A classifier's confusion matrix on the images it was scored on.
+pub struct Confusion {
+    /// What was scored: run, feature set and classifier.
+    pub title: String,
+    /// Class names, in label order.
+    pub classes: Vec<String>,
+    /// Counts, true class (row) by predicted class (column).
+    pub counts: Vec<Vec<u64>>,
+}
+
+impl Confusion {
+    /// Reads a confusion matrix as `sae run` writes it (`confusion/<set>-<clf>.csv`).
+    pub fn read(path: &Path, title: String) -> Result<Confusion> {
+        let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+        let bad = |m: &str| Error::bad(path, m.to_string());
+        let mut lines = text.lines();
+        let head = lines.next().ok_or_else(|| bad("empty confusion matrix"))?;
+        let classes: Vec<String> = head.split(',').skip(1).map(str::to_string).collect();
+        let counts = lines
+            .map(|l| {
+                l.split(',')
+                    .skip(1)
+                    .map(|v| {
+                        v.trim()
+                            .parse::<u64>()
+                            .map_err(|_| bad("a count is not a number"))
+                    })
+                    .collect::<Result<Vec<u64>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if counts.len() != classes.len() || counts.iter().any(|r| r.len() != classes.len()) {
+            return Err(bad("the matrix is not square with one row per class"));
+        }
+        Ok(Confusion {
+            title,
+            classes,
+            counts,
+        })
+    }
+
+    /// Accuracy on the images of each class (NaN for a class with none).
+    pub fn per_class(&self) -> Vec<f64> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, row)| row[i] as f64 / row.iter().sum::<u64>() as f64)
+            .collect()
+    }
+
+    /// The matrix as an HTML table whose cells are shaded by their share of the row.
+    fn heat_map(&self) -> String {
+        let mut out = format!(
+            "<h3>{}</h3>\n<table class=\"heat\"><tr><th>true \\ predicted</th>",
+            escape(&self.title)
+        );
+        for c in &self.classes {
+            let _ = write!(out, "<th>{}</th>", escape(c));
+        }
+        out.push_str("<th>accuracy</th></tr>\n");
+        for ((name, row), acc) in self.classes.iter().zip(&self.counts).zip(self.per_class()) {
+            let total = row.iter().sum::<u64>().max(1) as f64;
+            let _ = write!(out, "<tr><th>{}</th>", escape(name));
+            for &v in row {
+                let share = v as f64 / total;
+                let text = if share > 0.5 { "#fff" } else { "#000" };
+                let _ = write!(
+                    out,
+                    "<td style=\"background:rgba(33,102,172,{share:.3});color:{text}\">{v}</td>"
+                );
+            }
+            let _ = writeln!(out, "<td>{:.1} %</td></tr>", 100.0 * acc);
+        }
+        out.push_str("</table>\n");
+        out
+    }
+}
+
+/// Per-class accuracy of each confusion matrix as a markdown table (one column each).
+fn per_class_markdown(conf: &[Confusion]) -> String {
+    let Some(first) = conf.first() else {
+        return String::new();
+    };
+    let mut out = String::from("| class |");
+    for c in conf {
+        let _ = write!(out, " {} |", c.title);
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(conf.len()));
+    out.push('\n');
+    let accs: Vec<Vec<f64>> = conf.iter().map(Confusion::per_class).collect();
+    for (i, name) in first.classes.iter().enumerate() {
+        let _ = write!(out, "| {name} |");
+        for a in &accs {
+            match a.get(i) {
+                Some(v) => {
+                    let _ = write!(out, " {:.1} % |", 100.0 * v);
+                }
+                None => out.push_str(" |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The confusion matrices of the best `n` finished results (by accuracy), read from
+/// their runs' folders (found beside their loss traces, relative to `base`).
+fn best_confusions(records: &[Record], base: &Path, n: usize) -> Result<Vec<Confusion>> {
+    let mut best: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.accuracy.is_finite() && !r.classifier.is_empty())
+        .collect();
+    best.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
+    let mut out = Vec::new();
+    for r in best.into_iter().take(n) {
+        let run_dir = base.join(Path::new(&r.loss_csv).parent().unwrap_or(Path::new("")));
+        let path = run_dir
+            .join("confusion")
+            .join(format!("{}-{}.csv", r.features, r.classifier));
+        if path.exists() {
+            let title = format!("{} {} {}", r.run, r.features, r.classifier);
+            out.push(Confusion::read(&path, title)?);
+        }
+    }
+    Ok(out)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The filter and patch pictures of the runs of the best `n` finished results, as
+/// (run, paths relative to the report folder).
+fn best_pictures(records: &[Record], base: &Path, n: usize) -> Vec<(String, Vec<String>)> {
+    let mut best: Vec<&Record> = records.iter().filter(|r| r.accuracy.is_finite()).collect();
+    best.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for r in best {
+        if out.len() == n || out.iter().any(|(run, _)| *run == r.run) {
             continue;
         }
-        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        let tag = if i == 0 { "th" } else { "td" };
-        out.push_str("<tr>");
-        for c in cells {
-            let _ = write!(out, "<{tag}>{}</{tag}>", c.replace('<', "&lt;"));
+        let rel = Path::new(&r.loss_csv).parent().unwrap_or(Path::new(""));
+        let pics: Vec<String> = ["filters.png", "patches.png"]
+            .iter()
+            .filter(|f| base.join(rel).join(f).exists())
+            .map(|f| Path::new("..").join(rel).join(f).display().to_string())
+            .collect();
+        if !pics.is_empty() {
+            out.push((r.run.clone(), pics));
         }
-        out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n");
+    out
+}
+
+/// The page: markdown tables as HTML tables, other lines as paragraphs, then the
+/// plots, the filters and the confusion heat maps.
+fn html(
+    title: &str,
+    md: &str,
+    plots: &[String],
+    conf: &[Confusion],
+    pictures: &[(String, Vec<String>)],
+) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\n\
+         <h1>{title}</h1>\n"
+    );
+    let mut in_table = false;
+    let mut header = false;
+    for line in md.lines() {
+        let is_row = line.starts_with('|');
+        if is_row && !in_table {
+            out.push_str("<table>\n");
+            (in_table, header) = (true, true);
+        } else if !is_row && in_table {
+            out.push_str("</table>\n");
+            in_table = false;
+        }
+        if is_row {
+            if line.starts_with("|---") {
+                continue;
+            }
+            // Cells split on `|` not escaped as `\|`.
+            let cells: Vec<String> = line
+                .trim()
+                .trim_matches('|')
+                .replace("\\|", "\u{1}")
+                .split('|')
+                .map(|c| c.trim().replace('\u{1}', "|"))
+                .collect();
+            let tag = if header { "th" } else { "td" };
+            header = false;
+            out.push_str("<tr>");
+            for c in cells {
+                let _ = write!(out, "<{tag}>{}</{tag}>", escape(&c));
+            }
+            out.push_str("</tr>\n");
+        } else if let Some(h) = line.strip_prefix("## ") {
+            let _ = writeln!(out, "<h2>{}</h2>", escape(h));
+        } else if !line.trim().is_empty() {
+            let _ = writeln!(out, "<p>{}</p>", escape(line));
+        }
+    }
+    if in_table {
+        out.push_str("</table>\n");
+    }
     for p in plots {
         let _ = writeln!(
             out,
             "<h2>{p}</h2>\n<p><img src=\"{p}.svg\" alt=\"{p}\"> <a href=\"{p}.png\">PNG</a></p>"
         );
+    }
+    if !pictures.is_empty() {
+        out.push_str("<h2>Learned filters and training patches (best runs)</h2>\n");
+        for (run, pics) in pictures {
+            let _ = write!(out, "<h3>{}</h3>\n<p>", escape(run));
+            for p in pics {
+                let _ = write!(out, "<img src=\"{p}\" alt=\"{p}\"> ");
+            }
+            out.push_str("</p>\n");
+        }
+    }
+    if !conf.is_empty() {
+        out.push_str("<h2>Confusion matrices (best results)</h2>\n");
+        for c in conf {
+            out.push_str(&c.heat_map());
+        }
     }
     out.push_str("</body></html>\n");
     out
@@ -314,14 +520,26 @@ pub fn write_report(table: &Path) -> Result<Report> {
         "Results: {}",
         base.file_name().map_or("".into(), |n| n.to_string_lossy())
     );
+    let conf = best_confusions(&finished, &base, 4)?;
+    let pictures = best_pictures(&finished, &base, 4);
+    let mut md = md;
+    if !conf.is_empty() {
+        md.push_str("\n## Per-class accuracy (best results)\n\n");
+        md.push_str(&per_class_markdown(&conf));
+    }
     let mut doc = format!("# {title}\n\n{md}\n");
     for p in &plots {
         let _ = writeln!(doc, "![{p}]({p}.svg)\n");
     }
+    for (run, pics) in &pictures {
+        for p in pics {
+            let _ = writeln!(doc, "![{run}]({p})\n");
+        }
+    }
     crate::fsio::write_atomic(&dir.join("report.md"), doc.as_bytes())?;
     crate::fsio::write_atomic(
         &dir.join("index.html"),
-        html(&title, &md, &plots).as_bytes(),
+        html(&title, &md, &plots, &conf, &pictures).as_bytes(),
     )?;
     Ok(Report {
         dir,
@@ -369,6 +587,14 @@ mod tests {
             recs.push(record(run, Some(step), "rf", 0.3 + step as f64 / 100.0));
             recs.push(record(run, Some(step), "lr", 0.2));
         }
+        // The best result's confusion matrix, where `sae run` leaves it.
+        std::fs::create_dir_all(d.path().join("runs/r24/confusion")).unwrap();
+        std::fs::write(d.path().join("runs/r24/filters.png"), b"png").unwrap();
+        std::fs::write(
+            d.path().join("runs/r24/confusion/step24-pool-rf.csv"),
+            "true\\predicted,cat,dog\ncat,3,1\ndog,0,2\n",
+        )
+        .unwrap();
         crate::evaluate::results::write(d.path(), &recs).unwrap();
         let rep = write_report(d.path()).unwrap();
         assert!(rep.markdown.contains("| rf | lr |"), "{}", rep.markdown);
@@ -388,9 +614,21 @@ mod tests {
         ] {
             assert!(rep.dir.join(f).exists(), "{f}");
         }
+        let md = std::fs::read_to_string(rep.dir.join("report.md")).unwrap();
+        assert!(md.contains("| class | r24 step24-pool rf |"), "{md}");
+        assert!(
+            md.contains("| cat | 75.0 % |") && md.contains("| dog | 100.0 % |"),
+            "{md}"
+        );
         let page = std::fs::read_to_string(rep.dir.join("index.html")).unwrap();
         assert!(page.contains("<img src=\"accuracy-vs-step.svg\""));
-        assert_eq!(page.matches("<tr>").count(), 4);
+        // Results (header + 3 runs), per-class accuracy (header + 2), heat map (header + 2).
+        assert_eq!(page.matches("<tr>").count(), 4 + 3 + 3, "{page}");
+        assert!(page.contains("rgba(33,102,172,0.750)") && page.contains("<th>dog</th>"));
+        assert!(
+            page.contains("<img src=\"../runs/r24/filters.png\""),
+            "{page}"
+        );
     }
 
     #[test]
