@@ -145,6 +145,9 @@ impl<'a> Features<'a> {
                     block.release(part[0], part[part.len() - 1] + 1);
                     f(part, xb.view(), &mut acc);
                 }
+                // Reading a page maps its neighbours too (the kernel's fault-around),
+                // part of them rows released just before: let the block's go again.
+                block.release(chunk[0], chunk[chunk.len() - 1] + 1);
                 Ok(acc)
             })
             .collect()
@@ -283,8 +286,12 @@ pub fn fit_bytes(rows: u64, width: u64, classes: u64) -> u64 {
     let padded = classes.div_ceil(GROUP as u64) * GROUP as u64;
     let blocks = rows.div_ceil(BLOCK as u64);
     let partials = blocks * (padded * width * 4).max(2 * width * 8);
-    let buffers = threads * (sub_rows(width as usize) as u64 * width * 4 + padded * width * 4);
-    (2 * history + 8) * n_params * 8 + partials + buffers
+    let sub = sub_rows(width as usize) as u64;
+    let buffers = threads * (sub * width * 4 + padded * width * 4);
+    // Pages of released rows that fault-around maps again, up to 64 KiB per sub-block,
+    // until the block ends.
+    let fault_around = threads * (BLOCK as u64).div_ceil(sub) * (64 << 10);
+    (2 * history + 8) * n_params * 8 + partials + buffers + fault_around
 }
 
 /// Training settings.
