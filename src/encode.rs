@@ -2,8 +2,8 @@
 //! normalised as in training, encoded by the sparse layer ([`Code`]: the study's
 //! sigmoid activations, a two-sided soft threshold, or k-means "triangle" activations
 //! on the distances to the code layer's weight vectors), and the codes are either
-//! concatenated (`concat`, the study's) or sum-pooled over the four quadrants of the
-//! response grid (`pool`, Coates 2011: 4·H values).
+//! concatenated (`concat`, the study's) or sum-pooled over the cells of a g x g grid
+//! of the responses (`pool`; by default the four quadrants, Coates 2011: 4·H values).
 //!
 //! Encoding is fused and tiled: for a tile of images, build the patch matrix in a
 //! buffer, normalise, encode with matrix products, pool, and write the tile's feature

@@ -16,7 +16,7 @@
 //!    ([`learn::training`]) with its [`learn::checkpoint`]s, and the [`learn::model`]
 //!    file;
 //! 3. [`encode`]: fused, tiled encoding of every image at any step, `concat` or
-//!    quadrant `pool`;
+//!    grid `pool`;
 //! 4. [`evaluate`]: classifiers ([`evaluate::classify`]: smartcore's random forest and
 //!    logistic regression, the study's; [`evaluate::linear`] softmax / L2-SVM for wide
 //!    features), [`evaluate::metrics`], and [`evaluate::results`] tables;

@@ -45,7 +45,7 @@ pub enum Normaliser {
     Zca {
         /// Contrast step on or off.
         contrast: bool,
-        /// Contrast ε in [0,1] units.
+        /// Contrast ε in 0..1 units.
         cn_eps: f32,
         /// Mean of the (contrast-normalised) training patches.
         mean: Vec<f32>,
@@ -176,7 +176,7 @@ impl Fitter {
 }
 
 impl Normaliser {
-    /// Normalises raw patches (rows, values in [0,1]).
+    /// Normalises raw patches (rows, values in 0..1).
     pub fn apply(&self, mut x: Array2<f32>) -> Array2<f32> {
         match self {
             Normaliser::Ufldl { pstd } => {

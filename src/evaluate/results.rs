@@ -175,7 +175,7 @@ pub fn write(dir: &Path, records: &[Record]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a table written by [`write`] (Parquet).
+/// Reads a table written by [`write()`] (Parquet).
 pub fn read(path: &Path) -> Result<Vec<Record>> {
     let file = std::fs::File::open(path).map_err(Error::io(path))?;
     let df = ParquetReader::new(file)

@@ -1,5 +1,5 @@
 //! Numerical gradient check: central differences against the analytic gradient of
-//! [`Objective`](super::objective::Objective), in f64, on small networks.
+//! [`super::objective::Objective`], in f64, on small networks.
 
 use ndarray::Array2;
 
