@@ -226,6 +226,44 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
             },
         ));
     }
+    // Every other grid axis with numeric values: accuracy against it.
+    for key in &vary {
+        if STEP_KEYS.contains(&key.as_str()) || PATCH_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let pts: Vec<(String, f64, f64)> = records
+            .iter()
+            .filter_map(|r| {
+                let v = r
+                    .grid
+                    .iter()
+                    .find(|(k, _)| k == key)?
+                    .1
+                    .parse::<f64>()
+                    .ok()?;
+                Some((series_name(r, &[key.as_str()], &vary, true), v, r.accuracy))
+            })
+            .filter(|p| p.1.is_finite() && p.2.is_finite())
+            .collect();
+        let mut xs: Vec<f64> = pts.iter().map(|p| p.1).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        if xs.len() < 2 {
+            continue;
+        }
+        let log_x = xs[0] > 0.0 && xs[xs.len() - 1] / xs[0] >= 20.0;
+        figs.push((
+            // A stem without dots: the plot's files add their extensions to it.
+            format!("accuracy-vs-{}", key.replace('.', "-")),
+            Figure {
+                title: format!("Accuracy by {key}"),
+                x_label: key.clone(),
+                y_label: "accuracy".into(),
+                log_x,
+                series: group(pts),
+            },
+        ));
+    }
     let mut seen: Vec<&str> = Vec::new();
     let mut series = Vec::new();
     for r in records {
@@ -552,6 +590,32 @@ pub fn write_report(table: &Path) -> Result<Report> {
 mod tests {
     use super::*;
     use crate::evaluate::results::tests::record;
+
+    #[test]
+    fn every_numeric_grid_axis_gets_a_plot() {
+        let d = tempfile::tempdir().unwrap();
+        let mut recs = Vec::new();
+        for (k, rho) in ["0.01", "0.1", "1.0"].iter().enumerate() {
+            for lr in ["adam", "sgd"] {
+                let mut r = record(&format!("r{k}{lr}"), Some(8), "svm", 0.3 + k as f64 / 10.0);
+                r.grid = vec![
+                    ("features.steps".into(), "[8]".into()),
+                    ("model.rho".into(), rho.to_string()),
+                    ("train.optimizer".into(), lr.into()),
+                ];
+                r.loss_csv = String::new();
+                recs.push(r);
+            }
+        }
+        let figs = figures(&recs, d.path()).unwrap();
+        let names: Vec<&str> = figs.iter().map(|(n, _)| n.as_str()).collect();
+        // Numeric axes get a plot, words do not; one series per other value.
+        assert_eq!(names, ["accuracy-vs-model-rho"]);
+        let f = &figs[0].1;
+        assert!(f.log_x);
+        assert_eq!(f.series.len(), 2);
+        assert!(f.series.iter().all(|s| s.points.len() == 3));
+    }
 
     #[test]
     fn runs_that_did_not_finish_are_listed_apart_with_their_error() {
