@@ -109,19 +109,24 @@ impl Hashes {
                 train["epochs"] = serde_json::json!(t.epochs);
             }
         }
-        // OMP-1's passes are its limit, like the optimisers' iterations: a longer run
-        // continues a shorter one's checkpoints.
-        let mut model = serde_json::json!(cfg.model);
-        if cfg.model.learner == Learner::Omp1 {
-            if let Some(m) = model.as_object_mut() {
-                m.remove("passes");
-            }
-        }
-        let lineage = hash(&serde_json::json!({
-            "patches": patches, "model": model, "train": train,
-        }));
+        // A dictionary depends on the store, its size and the seed only: runs that
+        // differ in the autoencoder's penalties or the optimiser share it. OMP-1's
+        // passes are its limit, like the optimisers' iterations: a longer run continues
+        // a shorter one's checkpoints.
+        let m = &cfg.model;
+        let lineage = if m.learner.is_autoencoder() {
+            hash(&serde_json::json!({
+                "patches": patches, "model": m, "train": train,
+            }))
+        } else {
+            hash(&serde_json::json!({
+                "patches": patches, "learner": m.learner, "hidden": m.hidden,
+                "sparse_layer": m.sparse_layer,
+            }))
+        };
         let limit = match (cfg.model.learner, cfg.train.optimizer) {
             (Learner::Omp1, _) => cfg.model.passes,
+            (Learner::Random, _) => 0,
             (_, Optimizer::Lbfgs) => cfg.train.max_iter,
             (_, Optimizer::Sgd | Optimizer::Adam) => cfg.train.epochs,
         };
@@ -272,5 +277,30 @@ mod tests {
             lbfgs(Schedule::Constant).lineage,
             lbfgs(Schedule::Cosine).lineage
         );
+    }
+
+    #[test]
+    fn dictionaries_ignore_the_autoencoders_settings() {
+        for learner in [Learner::Random, Learner::Omp1] {
+            let dict = |rho, optimizer, hidden: usize| {
+                hashes(move |c: &mut Config| {
+                    c.model.learner = learner;
+                    c.model.rho = rho;
+                    c.model.hidden = vec![hidden];
+                    c.train.optimizer = optimizer;
+                })
+            };
+            let a = dict(0.01, Optimizer::Lbfgs, 16);
+            assert_eq!(a.training, dict(0.1, Optimizer::Adam, 16).training);
+            let longer = hashes(move |c: &mut Config| {
+                c.model.learner = learner;
+                c.model.hidden = vec![16];
+                c.train.max_iter = 7;
+            });
+            assert_eq!(a.training, longer.training);
+            assert_ne!(a.training, dict(0.01, Optimizer::Lbfgs, 32).training);
+        }
+        let ae = |rho| hashes(move |c: &mut Config| c.model.rho = rho);
+        assert_ne!(ae(0.01).training, ae(0.1).training);
     }
 }

@@ -20,6 +20,9 @@
 //! "patches.zca_eps" = [0.01, 1.0]
 //! ```
 //!
+//! A key may be both a one-value grid axis and ablated: the axis sets the base point
+//! (`"model.learner" = ["autoencoder"]` in the grid, `["random"]` ablated).
+//!
 //! Every run lives under `<out_dir>/<name>/runs/<k>-<values>/`. All runs
 //! share one cache (`<out_dir>/<name>/cache/`) whose entries are named by the hash of
 //! what determines them, so one patch store serves every model sampled from it, one
@@ -134,16 +137,32 @@ impl SweepFile {
             toml::from_str(&text).map_err(|e| Error::bad(path, format!("invalid sweep: {e}")))?;
         let base_path = path.parent().unwrap_or(Path::new(".")).join(&sweep.base);
         let base_text = std::fs::read_to_string(&base_path).map_err(Error::io(&base_path))?;
-        let base: toml::Table = toml::from_str(&base_text)
+        let mut base: toml::Table = toml::from_str(&base_text)
             .map_err(|e| Error::bad(&base_path, format!("invalid config: {e}")))?;
         if sweep.grid.is_empty() && sweep.ablate.is_empty() {
             return Err(Error::bad(path, "the grid and the ablation are both empty"));
         }
-        if let Some(k) = sweep.ablate.keys().find(|k| sweep.grid.contains_key(*k)) {
-            return Err(Error::bad(
-                path,
-                format!("`{k}` is both a grid axis and ablated; list it in one of them"),
-            ));
+        let mut sweep = sweep;
+        for k in sweep.ablate.keys() {
+            let Some(axis) = sweep.grid.remove(k) else {
+                continue;
+            };
+            // A one-value axis is a setting of the base point, which the ablation then
+            // changes; a longer one would make the base point ambiguous.
+            match axis {
+                toml::Value::Array(mut v) if v.len() == 1 => {
+                    set(&mut base, k, v.remove(0)).map_err(|e| Error::bad(path, e.to_string()))?
+                }
+                _ => {
+                    return Err(Error::bad(
+                        path,
+                        format!(
+                            "`{k}` is both a grid axis and ablated; ablate it from one \
+                             value, or list it in one of them"
+                        ),
+                    ))
+                }
+            }
         }
         Ok((sweep, base))
     }
@@ -656,6 +675,7 @@ fn write_table(root: &Path, runs: &[SweepRun]) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::config::Learner;
 
     fn sweep(text: &str) -> Vec<SweepRun> {
         let base: toml::Table = toml::from_str(
@@ -709,6 +729,38 @@ mod tests {
         std::fs::write(d.path().join(DONE), "{").unwrap();
         let e = Status::of(d.path()).unwrap_err().to_string();
         assert!(e.contains("done.json"), "{e}");
+    }
+
+    #[test]
+    fn a_one_value_axis_sets_the_base_point_of_its_ablation() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("b.toml"),
+            "name = \"b\"\n[data]\nformat = \"cifar10\"\npath = \"d\"\n",
+        )
+        .unwrap();
+        let file = |grid: &str| {
+            let p = d.path().join("s.toml");
+            std::fs::write(
+                &p,
+                format!(
+                    "name = \"a\"\nbase = \"b.toml\"\n[grid]\n\"model.learner\" = {grid}\n\
+                     [ablate]\n\"model.learner\" = [\"random\"]\n"
+                ),
+            )
+            .unwrap();
+            SweepFile::load(&p)
+        };
+        let (s, base) = file("[\"omp1\"]").unwrap();
+        let learners: Vec<Learner> = s
+            .expand(&base)
+            .unwrap()
+            .iter()
+            .map(|r| r.config.model.learner)
+            .collect();
+        assert_eq!(learners, [Learner::Omp1, Learner::Random]);
+        let e = file("[\"omp1\", \"autoencoder\"]").unwrap_err().to_string();
+        assert!(e.contains("both a grid axis and ablated"), "{e}");
     }
 
     #[test]
