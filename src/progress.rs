@@ -1,6 +1,6 @@
-//! Progress of long stages on stderr: count, rate and ETA, at most once a second.
-//! On a terminal the line redraws in place; otherwise (logs, CI) it prints a line
-//! every 10 % so logs stay short. `set_quiet` silences everything; `set_json` turns
+//! Progress of long stages on stderr: count, rate and ETA. On a terminal an
+//! `indicatif` bar redraws in place (messages print above it); otherwise (logs, CI) a
+//! line every 10 % keeps logs short and greppable. `set_quiet` silences everything; `set_json` turns
 //! every message into one JSON object per line, for log collectors. A run of a sweep
 //! also keeps its latest progress in a small JSON file ([`set_status_file`]), which
 //! `sae status` reads.
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 static QUIET: AtomicBool = AtomicBool::new(false);
 static JSON: AtomicBool = AtomicBool::new(false);
 static STATUS_FILE: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+/// The bar on the terminal now, so that messages print above it instead of through it.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
 
 /// Keeps the latest progress of every stage in `path` (rewritten at most once a
 /// second, whole), or stops doing so (`None`).
@@ -80,26 +82,37 @@ pub struct Progress {
     total: usize,
     done: usize,
     start: Instant,
-    last: Instant,
     last_decile: usize,
     last_status: Instant,
-    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     /// Starts tracking `total` units of work.
     pub fn new(label: impl Into<String>, total: usize, unit: &'static str) -> Self {
         let now = Instant::now();
+        let label = label.into();
+        let bar = (std::io::stderr().is_terminal() && !json() && !quiet()).then(|| {
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{{msg}}: {{bar:30}} {{human_pos}}/{{human_len}} {unit} \
+                 ({{per_sec}}, ETA {{eta}})"
+            ))
+            .expect("valid template");
+            let bar = indicatif::ProgressBar::new(total as u64)
+                .with_style(style)
+                .with_message(label.clone());
+            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+            bar
+        });
         Progress {
-            label: label.into(),
+            label,
             unit,
             total,
             done: 0,
             start: now,
-            last: now,
             last_decile: 0,
             last_status: now,
-            tty: std::io::stderr().is_terminal() && !json(),
+            bar,
         }
     }
 
@@ -123,14 +136,12 @@ impl Progress {
             self.last_status = Instant::now();
             write_status(&self.snapshot());
         }
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done as u64);
+            return;
+        }
         let decile = self.done * 10 / self.total.max(1);
-        let due = if self.tty {
-            self.last.elapsed() >= Duration::from_secs(1)
-        } else {
-            decile > self.last_decile
-        };
-        if due && self.done < self.total {
-            self.last = Instant::now();
+        if decile > self.last_decile && self.done < self.total {
             self.last_decile = decile;
             self.print(false);
         }
@@ -163,15 +174,11 @@ impl Progress {
                 self.label, self.done, self.total, self.unit, rate, self.unit, left
             )
         };
-        let mut e = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(e, "\r\x1b[2K{line}");
-            if end {
-                let _ = writeln!(e);
-            }
-        } else {
-            let _ = writeln!(e, "{line}");
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 
     /// Prints the final line and returns the seconds taken.
@@ -179,6 +186,16 @@ impl Progress {
         self.print(true);
         write_status(&self.snapshot());
         self.start.elapsed().as_secs_f64()
+    }
+}
+
+impl Drop for Progress {
+    /// A stage that ends early (an error) takes its bar off the terminal too.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
     }
 }
 
@@ -192,6 +209,8 @@ pub fn say(msg: impl AsRef<str>) {
             "elapsed_s": process_seconds(), "event": "message", "message": msg.as_ref(),
         });
         eprintln!("{v}");
+    } else if let Some(bar) = BAR.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        bar.suspend(|| eprintln!("{}", msg.as_ref()));
     } else {
         eprintln!("{}", msg.as_ref());
     }

@@ -39,10 +39,14 @@ pub struct Figure {
     pub series: Vec<Series>,
 }
 
-const W: f64 = 760.0;
+/// The plot area's width; the legend's column to its right widens with its labels.
+const PLOT_W: f64 = 460.0;
 const H: f64 = 460.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 230.0;
+/// Legend width left of the labels (the line sample) and per character: SVG's 12-pixel
+/// sans-serif stays within the bitmap font's 6 pixels.
+const LEGEND: f64 = 50.0;
+const CHAR_W: f64 = 7.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 const PALETTE: [(u8, u8, u8); 10] = [
@@ -104,7 +108,19 @@ fn label(v: f64) -> String {
 }
 
 impl Figure {
+    /// Width of the legend column.
+    fn right(&self) -> f64 {
+        let longest = self.series.iter().map(|s| s.name.chars().count());
+        (LEGEND + CHAR_W * longest.max().unwrap_or(0) as f64).max(230.0)
+    }
+
+    /// Width of the whole figure.
+    fn width(&self) -> f64 {
+        LEFT + PLOT_W + self.right()
+    }
+
     fn draw(&self, c: &mut dyn Canvas) {
+        let (w, right) = (self.width(), self.right());
         let pts = self.series.iter().flat_map(|s| &s.points);
         let finite: Vec<(f64, f64)> = pts
             .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_x || *x > 0.0))
@@ -142,7 +158,7 @@ impl Figure {
             } else {
                 (x - x0) / (x1 - x0)
             };
-            LEFT + t * (W - LEFT - RIGHT)
+            LEFT + t * (w - LEFT - right)
         };
         let fy = |y: f64| H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM);
         let grey = (220, 220, 220);
@@ -152,14 +168,14 @@ impl Figure {
             c.text((fx(t), H - BOTTOM + 16.0), &label(t), Anchor::Middle);
         }
         for &t in &yt {
-            c.line((LEFT, fy(t)), (W - RIGHT, fy(t)), grey, 1);
+            c.line((LEFT, fy(t)), (w - right, fy(t)), grey, 1);
             c.text((LEFT - 6.0, fy(t) + 4.0), &label(t), Anchor::End);
         }
-        c.line((LEFT, H - BOTTOM), (W - RIGHT, H - BOTTOM), black, 1);
+        c.line((LEFT, H - BOTTOM), (w - right, H - BOTTOM), black, 1);
         c.line((LEFT, TOP), (LEFT, H - BOTTOM), black, 1);
-        c.text((W / 2.0 - RIGHT / 2.0, 22.0), &self.title, Anchor::Middle);
+        c.text((w / 2.0 - right / 2.0, 22.0), &self.title, Anchor::Middle);
         c.text(
-            ((LEFT + W - RIGHT) / 2.0, H - 12.0),
+            ((LEFT + w - right) / 2.0, H - 12.0),
             &self.x_label,
             Anchor::Middle,
         );
@@ -172,15 +188,15 @@ impl Figure {
                 .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_x || *x > 0.0))
                 .map(|&(x, y)| (fx(x), fy(y)))
                 .collect();
-            for w in p.windows(2) {
-                c.line(w[0], w[1], rgb, 2);
+            for seg in p.windows(2) {
+                c.line(seg[0], seg[1], rgb, 2);
             }
             if p.len() <= 60 {
                 p.iter().for_each(|&q| c.dot(q, rgb));
             }
             let ly = TOP + 8.0 + 16.0 * k as f64;
-            c.line((W - RIGHT + 12.0, ly), (W - RIGHT + 32.0, ly), rgb, 2);
-            c.text((W - RIGHT + 38.0, ly + 4.0), &s.name, Anchor::Start);
+            c.line((w - right + 12.0, ly), (w - right + 32.0, ly), rgb, 2);
+            c.text((w - right + 38.0, ly + 4.0), &s.name, Anchor::Start);
         }
     }
 
@@ -188,9 +204,10 @@ impl Figure {
     pub fn svg(&self) -> String {
         let mut c = Svg(String::new());
         self.draw(&mut c);
+        let w = self.width();
         format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" \
-             viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{H}\" \
+             viewBox=\"0 0 {w} {H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{}</svg>\n",
             c.0
         )
@@ -201,7 +218,7 @@ impl Figure {
         let svg = stem.with_extension("svg");
         crate::fsio::write_atomic(&svg, self.svg().as_bytes())?;
         let mut img = Png(image::RgbImage::from_pixel(
-            W as u32,
+            self.width() as u32,
             H as u32,
             image::Rgb([255, 255, 255]),
         ));
@@ -338,7 +355,7 @@ mod tests {
         assert!(svg.contains(">rf</text>") && svg.contains(">lr</text>"));
         assert!(svg.contains("accuracy &lt;vs&gt; step"));
         let png = image::open(dir.path().join("p.png")).unwrap().to_rgb8();
-        assert_eq!(png.dimensions(), (W as u32, H as u32));
+        assert_eq!(png.dimensions(), (f.width() as u32, H as u32));
         // The first series' colour is on the canvas.
         let (r, g, b) = PALETTE[0];
         assert!(png.pixels().any(|p| p.0 == [r, g, b]));
