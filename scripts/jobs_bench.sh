@@ -6,6 +6,10 @@
 # usage: scripts/jobs_bench.sh [JOBS]   (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x /usr/bin/time ]; then
+    echo "jobs_bench: needs /usr/bin/time (Debian: apt-get install time)" >&2
+    exit 1
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --quiet --bin sae
 sae="$CARGO_TARGET_DIR/release/sae"

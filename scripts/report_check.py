@@ -39,7 +39,7 @@ def main():
             if not (complete and w > 0 and h > 0):
                 problems.append(f"image {src} did not load")
         for entry in driver.get_log("browser"):
-            if entry["level"] in ("SEVERE", "WARNING"):
+            if entry["level"] == "SEVERE":
                 problems.append(f"console {entry['level']}: {entry['message']}")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1280, min(max(height, 900), 16000))

@@ -4,11 +4,11 @@
 # every image loads; the screenshots land in OUT (default: a temporary folder).
 # usage: scripts/report_check.sh [OUT]
 set -euo pipefail
+out="$(realpath -m "${1:-$(mktemp -d)}")"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --quiet --bin sae
 sae="$CARGO_TARGET_DIR/release/sae"
-out="${1:-$(mktemp -d)}"
 mkdir -p "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -59,6 +59,7 @@ if [ "$status" != 3 ]; then
 fi
 "$sae" --quiet report "$work/runs/check"
 python3 scripts/report_check.py "$work/runs/check/report/index.html" "$out/sweep-report.png"
-run="$(ls -d "$work"/runs/check/runs/*/ | tail -n 1)"
+# A finished run's own report (the failed one has no results to draw).
+run="$(dirname "$(ls "$work"/runs/check/runs/*/done.json | head -n 1)")"
 "$sae" --quiet report "$run"
 python3 scripts/report_check.py "$run/report/index.html" "$out/run-report.png"

@@ -63,6 +63,9 @@ pub enum Error {
     /// A classifier could not be fitted or applied.
     #[error("classifier: {0}")]
     Classifier(String),
+    /// A bug (a panic), caught where it ends one run of a sweep rather than the sweep.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Result with [`Error`].

@@ -375,6 +375,9 @@ fn cmd_sweep(
         anyhow::bail!("--jobs must be at least 1");
     }
     if let Some(index) = worker {
+        // Workers share the terminal: bars drawn by several processes would overwrite
+        // each other, so they print lines.
+        sae::progress::set_plain(true);
         let (_, runs) = sweep::prepare(sweep, false, budget)?;
         sweep::run_share(&runs, &sweep::Worker { index, count: jobs })?;
         return Ok(ExitCode::SUCCESS);
@@ -384,8 +387,17 @@ fn cmd_sweep(
             anyhow::bail!("--jobs runs local processes; under MPI the ranks share the runs");
         }
         let (root, runs) = sweep::prepare(sweep, true, budget)?;
-        run_workers(sweep, jobs, flags)?;
-        sweep::finish(root, &runs)?
+        let stopped = run_workers(sweep, jobs, flags)?;
+        // The table shows what the workers did before any of them stopped.
+        let done = sweep::finish(root, &runs)?;
+        if !stopped.is_empty() {
+            anyhow::bail!(
+                "sweep workers stopped with an error ({}); the table holds the runs done \
+                 so far, and the others resume when the sweep runs again",
+                stopped.join(", ")
+            );
+        }
+        done
     } else {
         sweep::run_sweep_with(sweep, comm, budget)?
     };
@@ -407,8 +419,9 @@ fn cmd_sweep(
 }
 
 /// Starts `jobs` worker processes of this program on `sweep`, each with its share of
-/// the cores (and of the memory budget), and waits for all of them.
-fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<()> {
+/// the cores (and of the memory budget), and waits for all of them; returns those that
+/// stopped with an error.
+fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start workers")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or((cores / jobs).max(1));
@@ -434,20 +447,14 @@ fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<()> {
             .arg(k.to_string());
         children.push(cmd.spawn().context("cannot start a sweep worker")?);
     }
-    let mut failed = Vec::new();
+    let mut stopped = Vec::new();
     for (k, mut c) in children.into_iter().enumerate() {
         let status = c.wait().context("waiting for a sweep worker")?;
         if !status.success() {
-            failed.push(format!("worker {k}: {status}"));
+            stopped.push(format!("worker {k}: {status}"));
         }
     }
-    if !failed.is_empty() {
-        anyhow::bail!(
-            "sweep workers stopped with an error ({}); their runs resume when the sweep runs again",
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    Ok(stopped)
 }
 
 fn cmd_status(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 static JSON: AtomicBool = AtomicBool::new(false);
+static PLAIN: AtomicBool = AtomicBool::new(false);
 static STATUS_FILE: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
 /// The bar on the terminal now, so that messages print above it instead of through it.
 static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
@@ -65,6 +66,12 @@ fn process_seconds() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
+/// Prints progress as lines even on a terminal (no bar): for processes that share
+/// one terminal.
+pub fn set_plain(on: bool) {
+    PLAIN.store(on, Ordering::Relaxed);
+}
+
 /// Silences (or re-enables) progress output for the whole process.
 pub fn set_quiet(q: bool) {
     QUIET.store(q, Ordering::Relaxed);
@@ -92,7 +99,8 @@ impl Progress {
     pub fn new(label: impl Into<String>, total: usize, unit: &'static str) -> Self {
         let now = Instant::now();
         let label = label.into();
-        let bar = (std::io::stderr().is_terminal() && !json() && !quiet()).then(|| {
+        let plain = json() || quiet() || PLAIN.load(Ordering::Relaxed);
+        let bar = (std::io::stderr().is_terminal() && !plain).then(|| {
             let style = indicatif::ProgressStyle::with_template(&format!(
                 "{{msg}}: {{bar:30}} {{human_pos}}/{{human_len}} {unit} \
                  ({{per_sec}}, ETA {{eta}})"
@@ -184,14 +192,15 @@ impl Progress {
     /// Prints the final line and returns the seconds taken.
     pub fn finish(self) -> f64 {
         self.print(true);
-        write_status(&self.snapshot());
         self.start.elapsed().as_secs_f64()
     }
 }
 
 impl Drop for Progress {
-    /// A stage that ends early (an error) takes its bar off the terminal too.
+    /// Records where the stage ended, also when it ends early (an error), and takes its
+    /// bar off the terminal.
     fn drop(&mut self) {
+        write_status(&self.snapshot());
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -365,6 +365,51 @@ fn a_failing_run_does_not_stop_the_sweep() {
             .all(|r| r.git_rev == done[0].git_rev && !r.finished.is_empty()));
         assert_ne!(f.config_hash, done[0].config_hash);
     }
+    // Every run kept its latest progress for `sae status`: the last stage it ran.
+    for (run, stage) in [("000-1000000000.0", "train"), ("001-0.01", "encode")] {
+        let p = d.path().join("lr/runs").join(run).join("progress.json");
+        let snap: sae::progress::Snapshot =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert!(snap.stage.starts_with(stage), "{run}: {snap:?}");
+    }
+}
+
+/// A bug that panics inside a run ends that run only, also in a worker process: the
+/// run is recorded as failed with the panic's message, the sweep writes its table and
+/// ends with status 3.
+#[test]
+fn a_panicking_run_is_recorded_as_failed() {
+    let d = tmp();
+    let base = config(d.path(), "base", "sgd");
+    let text = std::fs::read_to_string(&base)
+        .unwrap()
+        .replace("epochs = 6", "epochs = 1\nlr_probe = false");
+    std::fs::write(&base, text).unwrap();
+    let sweep = d.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        "name = \"p\"\nbase = \"base.toml\"\n[grid]\nseed = [1, 2]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["sweep", "--jobs", "2", sweep.to_str().unwrap()])
+        .env("SAE_CRASH_AT", "panic:before-model")
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let rows = sae::evaluate::results::read(&d.path().join("p/results.parquet")).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!((r.status.as_str(), r.stage.as_str()), ("failed", "train"));
+        assert!(
+            r.error
+                .contains("internal error: panic: SAE_CRASH_AT=panic:before-model"),
+            "{}",
+            r.error
+        );
+    }
 }
 
 #[test]

@@ -321,10 +321,17 @@ pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
 
 /// Stops the process abruptly at the named point when `SAE_CRASH_AT` names it: the
 /// crash-safety tests use it to land a kill at an exact moment (for example between
-/// the final checkpoint and the model file). Does nothing otherwise.
+/// the final checkpoint and the model file). `panic:<name>` panics there instead, as a
+/// bug would. Does nothing otherwise.
 pub fn crash_point(name: &str) {
-    if std::env::var_os("SAE_CRASH_AT").is_some_and(|v| v == name) {
+    let Some(at) = std::env::var_os("SAE_CRASH_AT") else {
+        return;
+    };
+    if at == name {
         std::process::abort();
+    }
+    if at.to_str().and_then(|a| a.strip_prefix("panic:")) == Some(name) {
+        panic!("SAE_CRASH_AT={}", at.to_string_lossy());
     }
 }
 

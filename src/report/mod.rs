@@ -200,6 +200,7 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
                 x_label: "step (pixels between patches)".into(),
                 y_label: "accuracy".into(),
                 log_x: false,
+                x_names: Vec::new(),
                 series: group(pts),
             },
         ));
@@ -222,26 +223,39 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
                 x_label: "training patches".into(),
                 y_label: "accuracy".into(),
                 log_x: true,
+                x_names: Vec::new(),
                 series: group(pts),
             },
         ));
     }
-    // Every other grid axis with numeric values: accuracy against it.
+    // Every other grid axis: accuracy against it, on a numeric axis when all its values
+    // are numbers, else one position per value in the order they first appear.
     for key in &vary {
         if STEP_KEYS.contains(&key.as_str()) || PATCH_KEYS.contains(&key.as_str()) {
             continue;
         }
+        let value = |r: &Record| r.grid.iter().find(|(k, _)| k == key).map(|g| g.1.clone());
+        let mut names: Vec<String> = Vec::new();
+        for v in records.iter().filter_map(value) {
+            if !names.contains(&v) {
+                names.push(v);
+            }
+        }
+        if names
+            .iter()
+            .any(|v| v.parse::<f64>().is_ok_and(f64::is_finite))
+        {
+            names.clear();
+        }
         let pts: Vec<(String, f64, f64)> = records
             .iter()
             .filter_map(|r| {
-                let v = r
-                    .grid
-                    .iter()
-                    .find(|(k, _)| k == key)?
-                    .1
-                    .parse::<f64>()
-                    .ok()?;
-                Some((series_name(r, &[key.as_str()], &vary, true), v, r.accuracy))
+                let v = value(r)?;
+                let x = match names.iter().position(|n| *n == v) {
+                    Some(k) => k as f64,
+                    None => v.parse::<f64>().ok()?,
+                };
+                Some((series_name(r, &[key.as_str()], &vary, true), x, r.accuracy))
             })
             .filter(|p| p.1.is_finite() && p.2.is_finite())
             .collect();
@@ -251,7 +265,7 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
         if xs.len() < 2 {
             continue;
         }
-        let log_x = xs[0] > 0.0 && xs[xs.len() - 1] / xs[0] >= 20.0;
+        let log_x = names.is_empty() && xs[0] > 0.0 && xs[xs.len() - 1] / xs[0] >= 20.0;
         figs.push((
             // A stem without dots: the plot's files add their extensions to it.
             format!("accuracy-vs-{}", key.replace('.', "-")),
@@ -260,6 +274,7 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
                 x_label: key.clone(),
                 y_label: "accuracy".into(),
                 log_x,
+                x_names: names,
                 series: group(pts),
             },
         ));
@@ -284,6 +299,7 @@ pub fn figures(records: &[Record], base: &Path) -> Result<Vec<(String, Figure)>>
                 x_label: "iteration (mini-batch: step)".into(),
                 y_label: "loss".into(),
                 log_x: false,
+                x_names: Vec::new(),
                 series,
             },
         ));
@@ -456,6 +472,7 @@ fn html(
     conf: &[Confusion],
     pictures: &[(String, Vec<String>)],
 ) -> String {
+    let title = escape(title);
     let mut out = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>\n\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}\
@@ -592,7 +609,7 @@ mod tests {
     use crate::evaluate::results::tests::record;
 
     #[test]
-    fn every_numeric_grid_axis_gets_a_plot() {
+    fn every_grid_axis_gets_a_plot() {
         let d = tempfile::tempdir().unwrap();
         let mut recs = Vec::new();
         for (k, rho) in ["0.01", "0.1", "1.0"].iter().enumerate() {
@@ -609,12 +626,25 @@ mod tests {
         }
         let figs = figures(&recs, d.path()).unwrap();
         let names: Vec<&str> = figs.iter().map(|(n, _)| n.as_str()).collect();
-        // Numeric axes get a plot, words do not; one series per other value.
-        assert_eq!(names, ["accuracy-vs-model-rho"]);
+        // One series per value of the other axes.
+        assert_eq!(
+            names,
+            ["accuracy-vs-model-rho", "accuracy-vs-train-optimizer"]
+        );
         let f = &figs[0].1;
-        assert!(f.log_x);
+        assert!(f.log_x && f.x_names.is_empty());
         assert_eq!(f.series.len(), 2);
         assert!(f.series.iter().all(|s| s.points.len() == 3));
+        // Words: one position each, in the order they first appear.
+        let f = &figs[1].1;
+        assert!(!f.log_x);
+        assert_eq!(f.x_names, ["adam", "sgd"]);
+        assert_eq!(f.series.len(), 3);
+        assert!(f
+            .series
+            .iter()
+            .all(|s| s.points.iter().map(|p| p.0).eq([0.0, 1.0])));
+        assert!(f.svg().contains(">sgd</text>"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Figure {
     pub y_label: String,
     /// Logarithmic x axis.
     pub log_x: bool,
+    /// Names of the x positions 0, 1, 2, ... of a categorical axis (empty: numeric).
+    pub x_names: Vec<String>,
     /// The lines.
     pub series: Vec<Series>,
 }
@@ -148,7 +150,15 @@ impl Figure {
         if y1 <= y0 {
             (y0, y1) = (y0 - 0.5 * y0.abs().max(1e-3), y1 + 0.5 * y1.abs().max(1e-3));
         }
-        let xt = ticks(x0, x1, self.log_x);
+        let categorical = !self.x_names.is_empty();
+        if categorical {
+            (x0, x1) = (-0.5, self.x_names.len() as f64 - 0.5);
+        }
+        let xt = if categorical {
+            (0..self.x_names.len()).map(|k| k as f64).collect()
+        } else {
+            ticks(x0, x1, self.log_x)
+        };
         let yt = ticks(y0, y1, false);
         let (x0, x1) = (xt[0].min(x0), xt[xt.len() - 1].max(x1));
         let (y0, y1) = (yt[0], yt[yt.len() - 1]);
@@ -163,9 +173,10 @@ impl Figure {
         let fy = |y: f64| H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM);
         let grey = (220, 220, 220);
         let black = (0, 0, 0);
-        for &t in &xt {
+        for (k, &t) in xt.iter().enumerate() {
             c.line((fx(t), TOP), (fx(t), H - BOTTOM), grey, 1);
-            c.text((fx(t), H - BOTTOM + 16.0), &label(t), Anchor::Middle);
+            let name = self.x_names.get(k).cloned().unwrap_or_else(|| label(t));
+            c.text((fx(t), H - BOTTOM + 16.0), &name, Anchor::Middle);
         }
         for &t in &yt {
             c.line((LEFT, fy(t)), (w - right, fy(t)), grey, 1);
@@ -339,6 +350,7 @@ mod tests {
             x_label: "step".into(),
             y_label: "accuracy".into(),
             log_x: false,
+            x_names: Vec::new(),
             series: vec![
                 Series {
                     name: "rf".into(),

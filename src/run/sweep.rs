@@ -518,8 +518,23 @@ fn run_one(r: &SweepRun, dir: &Path) -> Result<()> {
     let pid = serde_json::to_vec(&std::process::id()).expect("pid serialises");
     crate::fsio::write_atomic(&dir.join(RUNNING), &pid)?;
     let (t, started) = (std::time::Instant::now(), crate::run::stamp::now());
-    let outcome = crate::run::pipeline::run(&r.config, false)
-        .and_then(|_| crate::learn::model::Model::load(&RunLayout::of(&r.config).model));
+    // The run's latest progress, for `sae status`; kept afterwards, so an interrupted
+    // run shows where it stopped.
+    crate::progress::set_status_file(Some(dir.join(PROGRESS)));
+    // A panic is a bug, but it ends this run only: the sweep records it and goes on.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::run::pipeline::run(&r.config, false)
+            .and_then(|_| crate::learn::model::Model::load(&RunLayout::of(&r.config).model))
+    }))
+    .unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(Error::Internal(format!("panic: {msg}")))
+    });
+    crate::progress::set_status_file(None);
     match outcome {
         Ok(model) => {
             let rec = RunRecord {
