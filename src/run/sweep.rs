@@ -260,7 +260,9 @@ pub struct RunRecord {
     pub name: String,
     /// Grid values.
     pub values: Vec<(String, String)>,
-    /// Final training loss.
+    /// Final training loss (NaN for random patches, which have none: JSON writes it
+    /// as null).
+    #[serde(deserialize_with = "nan_if_null")]
     pub final_loss: f64,
     /// Seconds the run took (this session).
     pub seconds: f64,
@@ -272,6 +274,10 @@ pub struct RunRecord {
     /// See [`RunRecord::started`].
     #[serde(default)]
     pub finished: String,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What `failed.json` records about a run that stopped with an error. The sweep goes
@@ -744,6 +750,21 @@ mod tests {
         std::fs::write(d.path().join(DONE), "{").unwrap();
         let e = Status::of(d.path()).unwrap_err().to_string();
         assert!(e.contains("done.json"), "{e}");
+    }
+
+    #[test]
+    fn a_run_without_a_loss_reads_back() {
+        let rec = RunRecord {
+            name: "r".into(),
+            values: Vec::new(),
+            final_loss: f64::NAN,
+            seconds: 1.0,
+            peak_rss_kb: 1,
+            started: String::new(),
+            finished: String::new(),
+        };
+        let back: RunRecord = serde_json::from_slice(&serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert!(back.final_loss.is_nan());
     }
 
     #[test]
