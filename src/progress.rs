@@ -1,7 +1,7 @@
 //! Progress of long stages on stderr: count, rate and ETA. On a terminal an
 //! `indicatif` bar redraws in place (messages print above it); otherwise (logs, CI) a
-//! line every 10 % keeps logs short and greppable. `set_quiet` silences everything; `set_json` turns
-//! every message into one JSON object per line, for log collectors. A run of a sweep
+//! line every 10 % keeps logs short and greppable. `set_quiet` silences everything;
+//! `set_json` turns every message into one JSON object per line, for log collectors. A run of a sweep
 //! also keeps its latest progress in a small JSON file ([`set_status_file`]), which
 //! `sae status` reads.
 
@@ -182,15 +182,20 @@ impl Progress {
                 self.label, self.done, self.total, self.unit, rate, self.unit, left
             )
         };
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 
+    /// Takes the bar off the terminal, once.
+    fn clear_bar(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
     /// Prints the final line and returns the seconds taken.
-    pub fn finish(self) -> f64 {
+    pub fn finish(mut self) -> f64 {
+        self.clear_bar();
         self.print(true);
         self.start.elapsed().as_secs_f64()
     }
@@ -201,10 +206,7 @@ impl Drop for Progress {
     /// bar off the terminal.
     fn drop(&mut self) {
         write_status(&self.snapshot());
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-            *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
+        self.clear_bar();
     }
 }
 

@@ -309,23 +309,31 @@ fn jobs_run_side_by_side_with_the_same_results() {
     assert_eq!(tables[0], tables[1]);
 }
 
+/// A sweep file `text` in `dir` over `base.toml`: SGD for `epochs` epochs at a fixed
+/// step size.
+fn sgd_sweep(dir: &Path, epochs: usize, text: &str) -> std::path::PathBuf {
+    let base = config(dir, "base", "sgd");
+    let cfg = std::fs::read_to_string(&base).unwrap().replace(
+        "epochs = 6",
+        &format!("epochs = {epochs}\nlr_probe = false"),
+    );
+    std::fs::write(&base, cfg).unwrap();
+    let sweep = dir.join("sweep.toml");
+    std::fs::write(&sweep, text).unwrap();
+    sweep
+}
+
 /// The case: SGD at a step size that diverges next to one that works. The
 /// failing run is recorded with its error and stage, the other runs, the sweep ends
 /// with status 3, and running it again retries the failure and skips the finished run.
 #[test]
 fn a_failing_run_does_not_stop_the_sweep() {
     let d = tmp();
-    let base = config(d.path(), "base", "sgd");
-    let text = std::fs::read_to_string(&base)
-        .unwrap()
-        .replace("epochs = 6", "epochs = 2\nlr_probe = false");
-    std::fs::write(&base, text).unwrap();
-    let sweep = d.path().join("sweep.toml");
-    std::fs::write(
-        &sweep,
+    let sweep = sgd_sweep(
+        d.path(),
+        2,
         "name = \"lr\"\nbase = \"base.toml\"\n[grid]\n\"train.learning_rate\" = [1e9, 1e-2]\n",
-    )
-    .unwrap();
+    );
     let table = |root: &Path| -> Vec<sae::evaluate::results::Record> {
         sae::evaluate::results::read(&root.join("results.parquet")).unwrap()
     };
@@ -380,17 +388,11 @@ fn a_failing_run_does_not_stop_the_sweep() {
 #[test]
 fn a_panicking_run_is_recorded_as_failed() {
     let d = tmp();
-    let base = config(d.path(), "base", "sgd");
-    let text = std::fs::read_to_string(&base)
-        .unwrap()
-        .replace("epochs = 6", "epochs = 1\nlr_probe = false");
-    std::fs::write(&base, text).unwrap();
-    let sweep = d.path().join("sweep.toml");
-    std::fs::write(
-        &sweep,
+    let sweep = sgd_sweep(
+        d.path(),
+        1,
         "name = \"p\"\nbase = \"base.toml\"\n[grid]\nseed = [1, 2]\n",
-    )
-    .unwrap();
+    );
     let out = Command::new(bin())
         .args(["sweep", "--jobs", "2", sweep.to_str().unwrap()])
         .env("SAE_CRASH_AT", "panic:before-model")

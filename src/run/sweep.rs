@@ -133,7 +133,7 @@ impl SweepFile {
     /// Reads a sweep file.
     pub fn load(path: &Path) -> Result<(SweepFile, toml::Table)> {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-        let sweep: SweepFile =
+        let mut sweep: SweepFile =
             toml::from_str(&text).map_err(|e| Error::bad(path, format!("invalid sweep: {e}")))?;
         let base_path = path.parent().unwrap_or(Path::new(".")).join(&sweep.base);
         let base_text = std::fs::read_to_string(&base_path).map_err(Error::io(&base_path))?;
@@ -142,7 +142,6 @@ impl SweepFile {
         if sweep.grid.is_empty() && sweep.ablate.is_empty() {
             return Err(Error::bad(path, "the grid and the ablation are both empty"));
         }
-        let mut sweep = sweep;
         for k in sweep.ablate.keys() {
             let Some(axis) = sweep.grid.remove(k) else {
                 continue;
@@ -262,7 +261,7 @@ pub struct RunRecord {
     pub values: Vec<(String, String)>,
     /// Final training loss (NaN for random patches, which have none: JSON writes it
     /// as null).
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "crate::learn::model::null_as_nan")]
     pub final_loss: f64,
     /// Seconds the run took (this session).
     pub seconds: f64,
@@ -274,10 +273,6 @@ pub struct RunRecord {
     /// See [`RunRecord::started`].
     #[serde(default)]
     pub finished: String,
-}
-
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What `failed.json` records about a run that stopped with an error. The sweep goes
