@@ -173,13 +173,22 @@ impl Progress {
         }
         let line = if end {
             format!(
-                "{}: {} {} in {:.1} s ({:.0} {}/s)",
-                self.label, self.done, self.unit, secs, rate, self.unit
+                "{}: {} {} in {:.1} s ({})",
+                self.label,
+                self.done,
+                self.unit,
+                secs,
+                rate_text(rate, self.unit)
             )
         } else {
             format!(
-                "{}: {}/{} {} ({:.0} {}/s, ETA {:.0} s)",
-                self.label, self.done, self.total, self.unit, rate, self.unit, left
+                "{}: {}/{} {} ({}, ETA {:.0} s)",
+                self.label,
+                self.done,
+                self.total,
+                self.unit,
+                rate_text(rate, self.unit),
+                left
             )
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
@@ -210,6 +219,18 @@ impl Drop for Progress {
     }
 }
 
+/// A rate with enough digits to read when it is slow (an OMP-1 pass or a classifier
+/// iteration can take seconds, which `{:.0}` would print as "0 passes/s").
+/// Two significant digits below 10 per second.
+fn rate_text(rate: f64, unit: &str) -> String {
+    let digits = if rate > 0.0 && rate.is_finite() {
+        (1.0 - rate.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        0
+    };
+    format!("{rate:.digits$} {unit}/s")
+}
+
 /// Prints a status line unless quiet.
 pub fn say(msg: impl AsRef<str>) {
     if quiet() {
@@ -224,5 +245,19 @@ pub fn say(msg: impl AsRef<str>) {
         bar.suspend(|| eprintln!("{}", msg.as_ref()));
     } else {
         eprintln!("{}", msg.as_ref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_text;
+
+    #[test]
+    fn slow_rates_keep_two_significant_digits() {
+        assert_eq!(rate_text(0.48, "passes"), "0.48 passes/s");
+        assert_eq!(rate_text(0.0051, "passes"), "0.0051 passes/s");
+        assert_eq!(rate_text(2.04, "iterations"), "2.0 iterations/s");
+        assert_eq!(rate_text(283.4, "images"), "283 images/s");
+        assert_eq!(rate_text(0.0, "images"), "0 images/s");
     }
 }
