@@ -72,8 +72,9 @@ enum Cmd {
     Sweep {
         /// The sweep file.
         sweep: PathBuf,
-        /// Runs at once, as separate processes, the cores split between them (runs
-        /// that share a patch store run in the same process, one after another).
+        /// Runs at once, as separate processes, the cores and the memory budget split
+        /// between them (runs that share a model or checkpoints run in the same
+        /// process, one after another; a shared patch store is built once).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
         /// Internal: this process is worker K of `--jobs` (started by the sweep).
@@ -378,8 +379,12 @@ fn cmd_sweep(
         // Workers share the terminal: bars drawn by several processes would overwrite
         // each other, so they print lines.
         sae::progress::set_plain(true);
-        let (_, runs) = sweep::prepare(sweep, false, budget)?;
-        sweep::run_share(&runs, &sweep::Worker { index, count: jobs })?;
+        let (_, mut runs) = sweep::prepare(sweep, false, budget)?;
+        // The workers share the memory budget, whether the flag or the config set it.
+        for r in &mut runs {
+            r.config.max_memory /= jobs as u64;
+        }
+        sweep::run_claimed(&runs, index)?;
         return Ok(ExitCode::SUCCESS);
     }
     let done = if jobs > 1 {
@@ -387,6 +392,7 @@ fn cmd_sweep(
             anyhow::bail!("--jobs runs local processes; under MPI the ranks share the runs");
         }
         let (root, runs) = sweep::prepare(sweep, true, budget)?;
+        sweep::reset_claims(&runs)?;
         let stopped = run_workers(sweep, jobs, flags)?;
         // The table shows what the workers did before any of them stopped.
         let done = sweep::finish(root, &runs)?;
@@ -419,7 +425,7 @@ fn cmd_sweep(
 }
 
 /// Starts `jobs` worker processes of this program on `sweep`, each with its share of
-/// the cores (and of the memory budget), and waits for all of them; returns those that
+/// the cores (each divides the memory budget itself), and waits for all of them; returns those that
 /// stopped with an error.
 fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start workers")?;
@@ -436,8 +442,7 @@ fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<Vec<St
             cmd.arg("--log-json");
         }
         if let Some(b) = &args.max_memory {
-            let each = sae::run::config::parse_bytes(b)? / jobs as u64;
-            cmd.arg("--max-memory").arg(each.to_string());
+            cmd.arg("--max-memory").arg(b);
         }
         cmd.arg("sweep")
             .arg(sweep)

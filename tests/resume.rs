@@ -257,7 +257,7 @@ fn accuracies(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `--jobs 2` runs groups of runs (those sharing a patch store) in two processes, which
+/// `--jobs 2` runs groups of runs (those sharing a model) in two processes, which
 /// share one synthetic dataset (written once, under a lock), and gives the table of a
 /// sweep run in one.
 #[test]
@@ -282,8 +282,9 @@ fn jobs_run_side_by_side_with_the_same_results() {
         );
         assert!(ok, "{err}");
         if jobs == "2" {
-            // Both workers ran, each its own patch store's runs.
-            assert_eq!(err.matches("sweep: run ").count(), 4, "{err}");
+            // Both workers ran, each its own model's runs.
+            assert_eq!(err.matches("sweep: worker ").count(), 4, "{err}");
+            assert!(err.contains("worker 0: run ") && err.contains("worker 1: run "));
             assert_eq!(err.matches("synth: ").count(), 1, "{err}");
             let (ok, out, _) = run_bin(&["status", "seeds"], d.path());
             assert!(
@@ -307,6 +308,31 @@ fn jobs_run_side_by_side_with_the_same_results() {
     }
     assert_eq!(tables[0].len(), 4);
     assert_eq!(tables[0], tables[1]);
+}
+
+/// Runs that share a patch store but not a model go to both workers of `--jobs 2`: the
+/// store is sampled once (the other worker waits for it and reuses it).
+#[test]
+fn jobs_share_one_patch_store_between_workers() {
+    let d = tmp();
+    let sweep = sgd_sweep(
+        d.path(),
+        1,
+        "name = \"one\"\nbase = \"base.toml\"\n[grid]\n\"model.hidden\" = [[8], [12]]\n",
+    );
+    let (ok, _, err) = run_bin(&["sweep", "--jobs", "2", sweep.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    for w in ["worker 0: run ", "worker 1: run "] {
+        assert_eq!(err.matches(w).count(), 1, "{err}");
+    }
+    assert_eq!(err.matches("patches: reusing").count(), 1, "{err}");
+    let rows = sae::evaluate::results::read(&d.path().join("one/results.parquet")).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.status == "finished"), "{rows:?}");
+    // A second invocation finds both done, whichever worker ran them.
+    let (ok, _, err) = run_bin(&["sweep", "--jobs", "2", sweep.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("already done").count(), 2, "{err}");
 }
 
 /// A sweep file `text` in `dir` over `base.toml`: SGD for `epochs` epochs at a fixed
@@ -380,6 +406,55 @@ fn a_failing_run_does_not_stop_the_sweep() {
             serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert!(snap.stage.starts_with(stage), "{run}: {snap:?}");
     }
+    // `sae status` lists each run with its status, accuracy and detail, then a summary.
+    let status = || {
+        let (ok, out, err) = run_bin(&["status", "lr"], d.path());
+        assert!(ok, "{err}");
+        out
+    };
+    let out = status();
+    let line = |out: &str, run: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(run))
+            .unwrap_or_else(|| panic!("no line for {run}: {out}"))
+            .to_string()
+    };
+    let failed = line(&out, "000-1000000000.0");
+    assert!(
+        failed.contains(" failed ") && failed.contains("in train: ") && !failed.contains('%'),
+        "{out}"
+    );
+    let done = line(&out, "001-0.01");
+    assert!(
+        done.contains(" finished ") && done.contains(" %  "),
+        "{out}"
+    );
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("1 failed, 1 finished; best ") && last.contains("(001-0.01, "),
+        "{out}"
+    );
+    // A run whose process is alive shows as running, with the stage it last reported.
+    let me = std::process::id();
+    std::fs::remove_file(d.path().join("lr/runs/001-0.01/done.json")).unwrap();
+    std::fs::write(
+        d.path().join("lr/runs/001-0.01/running.json"),
+        me.to_string(),
+    )
+    .unwrap();
+    let out = status();
+    let running = line(&out, "001-0.01");
+    assert!(
+        running.contains(" running ") && running.contains(&format!("pid {me}: encode")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .starts_with("1 failed, 1 running; best "),
+        "{out}"
+    );
 }
 
 /// A bug that panics inside a run ends that run only, also in a worker process: the

@@ -440,28 +440,54 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The filter and patch pictures of the runs of the best `n` finished results, as
-/// (run, paths relative to the report folder).
-fn best_pictures(records: &[Record], base: &Path, n: usize) -> Vec<(String, Vec<String>)> {
+/// The filter and patch pictures of every run with a finished result, best first,
+/// copied into `<dir>/pictures/` so that the report folder stands alone: (run, paths
+/// relative to `dir`).
+fn run_pictures(records: &[Record], base: &Path, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let mut best: Vec<&Record> = records.iter().filter(|r| r.accuracy.is_finite()).collect();
     best.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
+    let into = dir.join(PICTURES);
+    let _ = std::fs::remove_dir_all(&into);
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for r in best {
-        if out.len() == n || out.iter().any(|(run, _)| *run == r.run) {
+        if out.iter().any(|(run, _)| *run == r.run) {
             continue;
         }
         let rel = Path::new(&r.loss_csv).parent().unwrap_or(Path::new(""));
-        let pics: Vec<String> = ["filters.png", "patches.png"]
-            .iter()
-            .filter(|f| base.join(rel).join(f).exists())
-            .map(|f| Path::new("..").join(rel).join(f).display().to_string())
+        let stem: String = r
+            .run
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
+        let mut pics = Vec::new();
+        for f in ["filters.png", "patches.png"] {
+            let from = base.join(rel).join(f);
+            if !from.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&into).map_err(Error::io(&into))?;
+            let name = format!("{stem}-{f}");
+            std::fs::copy(&from, into.join(&name)).map_err(Error::io(&from))?;
+            pics.push(format!("{PICTURES}/{name}"));
+        }
         if !pics.is_empty() {
             out.push((r.run.clone(), pics));
         }
     }
-    out
+    Ok(out)
 }
+
+/// Folder of the report that holds the runs' pictures.
+const PICTURES: &str = "pictures";
+
+/// Runs whose pictures the page shows open; the others' are folded away.
+const OPEN_PICTURES: usize = 4;
 
 /// The page: markdown tables as HTML tables, other lines as paragraphs, then the
 /// plots, the filters and the confusion heat maps.
@@ -526,13 +552,23 @@ fn html(
         );
     }
     if !pictures.is_empty() {
-        out.push_str("<h2>Learned filters and training patches (best runs)</h2>\n");
-        for (run, pics) in pictures {
+        out.push_str("<h2>Learned filters and training patches (best run first)</h2>\n");
+        for (k, (run, pics)) in pictures.iter().enumerate() {
+            if k == OPEN_PICTURES {
+                let _ = writeln!(
+                    out,
+                    "<details><summary>The other {} runs</summary>",
+                    pictures.len() - OPEN_PICTURES
+                );
+            }
             let _ = write!(out, "<h3>{}</h3>\n<p>", escape(run));
             for p in pics {
                 let _ = write!(out, "<img src=\"{p}\" alt=\"{p}\"> ");
             }
             out.push_str("</p>\n");
+        }
+        if pictures.len() > OPEN_PICTURES {
+            out.push_str("</details>\n");
         }
     }
     if !conf.is_empty() {
@@ -576,7 +612,7 @@ pub fn write_report(table: &Path) -> Result<Report> {
         base.file_name().map_or("".into(), |n| n.to_string_lossy())
     );
     let conf = best_confusions(&finished, &base, 4)?;
-    let pictures = best_pictures(&finished, &base, 4);
+    let pictures = run_pictures(&finished, &base, &dir)?;
     let mut md = md;
     if !conf.is_empty() {
         md.push_str("\n## Per-class accuracy (best results)\n\n");
@@ -683,7 +719,9 @@ mod tests {
         }
         // The best result's confusion matrix, where `sae run` leaves it.
         std::fs::create_dir_all(d.path().join("runs/r24/confusion")).unwrap();
-        std::fs::write(d.path().join("runs/r24/filters.png"), b"png").unwrap();
+        for run in ["r8", "r16", "r24"] {
+            std::fs::write(d.path().join(format!("runs/{run}/filters.png")), run).unwrap();
+        }
         std::fs::write(
             d.path().join("runs/r24/confusion/step24-pool-rf.csv"),
             "true\\predicted,cat,dog\ncat,3,1\ndog,0,2\n",
@@ -719,8 +757,16 @@ mod tests {
         // Results (header + 3 runs), per-class accuracy (header + 2), heat map (header + 2).
         assert_eq!(page.matches("<tr>").count(), 4 + 3 + 3, "{page}");
         assert!(page.contains("rgba(33,102,172,0.750)") && page.contains("<th>dog</th>"));
+        // Every run's filters, copied into the report folder, the best run's first.
+        let at = |run: &str| {
+            let src = format!("<img src=\"pictures/{run}-filters.png\"");
+            let copy = std::fs::read(rep.dir.join(format!("pictures/{run}-filters.png")));
+            assert_eq!(copy.unwrap(), run.as_bytes());
+            page.find(&src).unwrap_or_else(|| panic!("{src}: {page}"))
+        };
+        assert!(at("r24") < at("r16") && at("r16") < at("r8"), "{page}");
         assert!(
-            page.contains("<img src=\"../runs/r24/filters.png\""),
+            !page.contains("../") && !page.contains("<details>"),
             "{page}"
         );
     }

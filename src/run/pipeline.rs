@@ -222,6 +222,9 @@ impl<'a> Run<'a> {
         let path = &self.layout.store;
         let key = &self.layout.hashes.patches;
         if self.comm.is_root() {
+            // Runs of a sweep's local workers may share the store: the first makes it
+            // under the lock, the others wait and reuse it.
+            let _lock = crate::fsio::lock(&path.with_extension("lock"))?;
             reuse_or_make(
                 "patches",
                 path,

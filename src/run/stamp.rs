@@ -3,8 +3,8 @@
 
 use crate::run::config::Config;
 
-/// The git revision `sae` was built from (empty when it was not built from a git
-/// checkout).
+/// The git revision `sae` was built from, `-dirty` when its tracked files had changes
+/// (empty when it was not built from a git checkout).
 pub fn git_rev() -> &'static str {
     env!("SAE_GIT_REV")
 }

@@ -23,6 +23,9 @@
 //! A key may be both a one-value grid axis and ablated: the axis sets the base point
 //! (`"model.learner" = ["autoencoder"]` in the grid, `["random"]` ablated).
 //!
+//! Runs are numbered and run in the order the file lists keys and values (the first
+//! grid axis varies fastest), so the runs a researcher wants first can be listed first.
+//!
 //! Every run lives under `<out_dir>/<name>/runs/<k>-<values>/`. All runs
 //! share one cache (`<out_dir>/<name>/cache/`) whose entries are named by the hash of
 //! what determines them, so one patch store serves every model sampled from it, one
@@ -301,6 +304,8 @@ pub const RUNNING: &str = "running.json";
 pub const PROGRESS: &str = "progress.json";
 /// File of a sweep folder: every run's name and grid values, for `sae status`.
 pub const RUNS: &str = "runs.json";
+/// Folder of a sweep where its local workers claim groups of runs.
+const CLAIMS: &str = "claims";
 
 /// Where a run of a sweep stands.
 #[derive(Clone, Debug)]
@@ -440,40 +445,93 @@ pub fn prepare(
     Ok((root, runs))
 }
 
-/// Runs the runs of `runs` dealt to this rank of `comm` (or local worker, see
-/// [`Worker`]) that are not finished: runs that share a patch store form a group, and
-/// groups are dealt out in turn, so two ranks never build the same store, model or
+/// Runs the runs of `runs` dealt to this rank of `comm` (MPI) that are not finished: runs
+/// that share a patch store form a group, and groups are dealt out in turn, so two
+/// ranks (possibly on different machines) never build the same store, model or
 /// checkpoint.
 pub fn run_share(runs: &[SweepRun], comm: &dyn Comm) -> Result<()> {
     let n = runs.len();
-    let stores: Vec<String> = runs.iter().map(|r| Hashes::of(&r.config).patches).collect();
-    let mut groups: Vec<&String> = Vec::new();
-    for h in &stores {
-        if !groups.contains(&h) {
-            groups.push(h);
+    let stores = groups(runs, |h| h.patches);
+    for (k, r) in runs.iter().enumerate() {
+        if stores[k] % comm.size() == comm.rank() {
+            run_pending(r, k, n, "")?;
         }
-    }
-    for (k, (r, store)) in runs.iter().zip(&stores).enumerate() {
-        let g = groups
-            .iter()
-            .position(|h| *h == store)
-            .expect("every run has a group");
-        if g % comm.size() != comm.rank() {
-            continue;
-        }
-        let dir = r.config.run_dir();
-        if let Status::Finished(_) = Status::of(&dir)? {
-            say(format!(
-                "sweep: run {}/{n} {} already done",
-                k + 1,
-                r.config.name
-            ));
-            continue;
-        }
-        say(format!("sweep: run {}/{n} {}", k + 1, r.config.name));
-        run_one(r, &dir)?;
     }
     Ok(())
+}
+
+/// Runs, as local worker `index` of `sae sweep --jobs N`, the runs that no other worker
+/// has claimed in this invocation of the sweep, taking the next unclaimed group whenever
+/// one is done, so a worker that finishes early takes more work. A group is the runs
+/// that share a checkpoint lineage (and so a checkpoint database, model and feature
+/// files); groups that share a patch store run side by side, the store built once
+/// under its lock.
+pub fn run_claimed(runs: &[SweepRun], index: usize) -> Result<()> {
+    let n = runs.len();
+    let lineages = groups(runs, |h| h.lineage);
+    let claims = claims_dir(runs);
+    let who = format!("worker {index}: ");
+    let mut mine = usize::MAX;
+    for (k, r) in runs.iter().enumerate() {
+        let g = lineages[k];
+        if g != mine {
+            let claim = claims.join(format!("{g:04}"));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim)
+            {
+                Ok(_) => mine = g,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&claim)(e)),
+            }
+        }
+        run_pending(r, k, n, &who)?;
+    }
+    Ok(())
+}
+
+/// Clears the claims of an earlier invocation before the workers start: a group whose
+/// worker was killed is taken again.
+pub fn reset_claims(runs: &[SweepRun]) -> Result<()> {
+    let claims = claims_dir(runs);
+    let _ = std::fs::remove_dir_all(&claims);
+    std::fs::create_dir_all(&claims).map_err(Error::io(&claims))
+}
+
+fn claims_dir(runs: &[SweepRun]) -> PathBuf {
+    let run_dir = runs[0].config.out_dir.clone();
+    run_dir
+        .parent()
+        .expect("runs live under the sweep folder")
+        .join(CLAIMS)
+}
+
+/// For each run, the number of its group: runs with the same `key` of their hashes
+/// share a group, numbered in the order the sweep lists them.
+fn groups(runs: &[SweepRun], key: impl Fn(Hashes) -> String) -> Vec<usize> {
+    let mut seen: Vec<String> = Vec::new();
+    runs.iter()
+        .map(|r| {
+            let h = key(Hashes::of(&r.config));
+            seen.iter().position(|s| *s == h).unwrap_or_else(|| {
+                seen.push(h);
+                seen.len() - 1
+            })
+        })
+        .collect()
+}
+
+/// Runs run `k` of `n` unless it finished in an earlier invocation.
+fn run_pending(r: &SweepRun, k: usize, n: usize, who: &str) -> Result<()> {
+    let dir = r.config.run_dir();
+    let name = &r.config.name;
+    if let Status::Finished(_) = Status::of(&dir)? {
+        say(format!("sweep: {who}run {}/{n} {name} already done", k + 1));
+        return Ok(());
+    }
+    say(format!("sweep: {who}run {}/{n} {name}", k + 1));
+    run_one(r, &dir)
 }
 
 /// Writes the sweep's table once its runs are done; counts the failed ones.
@@ -484,31 +542,6 @@ pub fn finish(root: PathBuf, runs: &[SweepRun]) -> Result<SweepOutcome> {
         runs: runs.len(),
         failed,
     })
-}
-
-/// One of the local worker processes of `sae sweep --jobs N`: it runs the groups of
-/// runs dealt to `index` of `count` (as an MPI rank would) and leaves the run list and
-/// the table to the process that started it.
-pub struct Worker {
-    /// This worker, `0..count`.
-    pub index: usize,
-    /// Workers in all.
-    pub count: usize,
-}
-
-impl Comm for Worker {
-    fn rank(&self) -> usize {
-        self.index
-    }
-    fn size(&self) -> usize {
-        self.count
-    }
-    fn sum(&self, _: &mut [f64]) {}
-    fn barrier(&self) {}
-    fn broadcast(&self, _: &mut Vec<u8>) {}
-    fn is_root(&self) -> bool {
-        false
-    }
 }
 
 /// Runs `r` in `dir`, recording how it ends: `done.json`, or `failed.json` with the
