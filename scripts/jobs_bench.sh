@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The speed-up of `sae sweep --jobs 2` over one process using every core: a four-run
-# sweep on synthetic data (a seed grid, so each run has its own patch store), timed
-# both ways in one go with /usr/bin/time (wall time and peak RSS); the two results
-# tables must agree.
-# usage: scripts/jobs_bench.sh [JOBS]   (default 2)
+# sweep on synthetic data, timed both ways in one go with /usr/bin/time (wall time and
+# peak RSS); the two results tables must agree. GRID `seeds` (the default) gives each
+# run its own patch store; `units` varies the hidden layer, so the four runs share one
+# store (sampled once, the other worker waiting for it) and differ in their models.
+# usage: scripts/jobs_bench.sh [JOBS] [GRID]   (default 2 seeds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/time ]; then
@@ -14,6 +15,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --release --quiet --bin sae
 sae="$CARGO_TARGET_DIR/release/sae"
 jobs="${1:-2}"
+grid="${2:-seeds}"
+case "$grid" in
+    seeds) axis='seed = [1, 2, 3, 4]' ;;
+    units) axis='"model.hidden" = [[48], [56], [64], [72]]' ;;
+    *) echo "jobs_bench: GRID is seeds or units, not $grid" >&2; exit 1 ;;
+esac
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -43,7 +50,7 @@ classifiers = ["rf", "lr"]
 raw_baseline = false
 rf_trees = 50
 TOML
-printf 'name = "seeds"\nbase = "base.toml"\n[grid]\nseed = [1, 2, 3, 4]\n' > "$work/seeds.toml"
+printf 'name = "seeds"\nbase = "base.toml"\n[grid]\n%s\n' "$axis" > "$work/seeds.toml"
 
 declare -A wall
 for j in 1 "$jobs"; do
@@ -60,5 +67,5 @@ if ! cmp -s "$work/table-1.csv" "$work/table-$jobs.csv"; then
     echo "jobs_bench: the two results tables differ" >&2
     exit 1
 fi
-awk -v a="${wall[1]}" -v b="${wall[$jobs]}" -v j="$jobs" \
-    'BEGIN {printf "speed-up of --jobs %s: %.2fx (same results table)\n", j, a / b}'
+awk -v a="${wall[1]}" -v b="${wall[$jobs]}" -v j="$jobs" -v g="$grid" \
+    'BEGIN {printf "speed-up of --jobs %s (%s grid): %.2fx (same results table)\n", j, g, a / b}'
