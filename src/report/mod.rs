@@ -555,11 +555,9 @@ fn html(
         out.push_str("<h2>Learned filters and training patches (best run first)</h2>\n");
         for (k, (run, pics)) in pictures.iter().enumerate() {
             if k == OPEN_PICTURES {
-                let _ = writeln!(
-                    out,
-                    "<details><summary>The other {} runs</summary>",
-                    pictures.len() - OPEN_PICTURES
-                );
+                let more = pictures.len() - OPEN_PICTURES;
+                let s = if more == 1 { "" } else { "s" };
+                let _ = writeln!(out, "<details><summary>{more} more run{s}</summary>");
             }
             let _ = write!(out, "<h3>{}</h3>\n<p>", escape(run));
             for p in pics {
