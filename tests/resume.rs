@@ -335,6 +335,41 @@ fn jobs_share_one_patch_store_between_workers() {
     assert_eq!(err.matches("already done").count(), 2, "{err}");
 }
 
+/// A worker takes every group it claims, also when the groups' runs alternate in the
+/// list (the first grid axis varies fastest): a worker alone runs the whole sweep.
+#[test]
+fn a_worker_alone_runs_interleaved_groups() {
+    let d = tmp();
+    let sweep = sgd_sweep(
+        d.path(),
+        1,
+        "name = \"mix\"\nbase = \"base.toml\"\n[grid]\n\"model.hidden\" = [[8], [12]]\n\"features.steps\" = [[8], [4]]\n",
+    );
+    let (ok, _, err) = run_bin(
+        &[
+            "sweep",
+            "--jobs",
+            "2",
+            "--worker",
+            "0",
+            sweep.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("worker 0: run ").count(), 4, "{err}");
+    for run in ["000-8_8", "001-12_8", "002-8_4", "003-12_4"] {
+        assert!(
+            d.path()
+                .join("mix/runs")
+                .join(run)
+                .join("done.json")
+                .exists(),
+            "{run}: {err}"
+        );
+    }
+}
+
 /// A sweep file `text` in `dir` over `base.toml`: SGD for `epochs` epochs at a fixed
 /// step size.
 fn sgd_sweep(dir: &Path, epochs: usize, text: &str) -> std::path::PathBuf {

@@ -470,18 +470,23 @@ pub fn run_claimed(runs: &[SweepRun], index: usize) -> Result<()> {
     let n = runs.len();
     let lineages = groups(runs, |h| h.lineage);
     let claims = claims_dir(runs);
+    std::fs::create_dir_all(&claims).map_err(Error::io(&claims))?;
     let who = format!("worker {index}: ");
-    let mut mine = usize::MAX;
+    // A group's runs need not be adjacent in the list (the first grid axis varies
+    // fastest), so every group this worker claimed is remembered.
+    let mut mine = std::collections::BTreeSet::new();
     for (k, r) in runs.iter().enumerate() {
         let g = lineages[k];
-        if g != mine {
+        if !mine.contains(&g) {
             let claim = claims.join(format!("{g:04}"));
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&claim)
             {
-                Ok(_) => mine = g,
+                Ok(_) => {
+                    mine.insert(g);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(&claim)(e)),
             }
