@@ -379,12 +379,12 @@ fn cmd_sweep(
         // Workers share the terminal: bars drawn by several processes would overwrite
         // each other, so they print lines.
         sae::progress::set_plain(true);
-        let (_, mut runs) = sweep::prepare(sweep, false, budget)?;
+        let (root, mut runs) = sweep::prepare(sweep, false, budget)?;
         // The workers share the memory budget, whether the flag or the config set it.
         for r in &mut runs {
             r.config.max_memory /= jobs as u64;
         }
-        sweep::run_claimed(&runs, index)?;
+        sweep::run_claimed(&root, &runs, index)?;
         return Ok(ExitCode::SUCCESS);
     }
     let done = if jobs > 1 {
@@ -392,7 +392,7 @@ fn cmd_sweep(
             anyhow::bail!("--jobs runs local processes; under MPI the ranks share the runs");
         }
         let (root, runs) = sweep::prepare(sweep, true, budget)?;
-        sweep::reset_claims(&runs)?;
+        sweep::reset_claims(&root)?;
         let stopped = run_workers(sweep, jobs, flags)?;
         // The table shows what the workers did before any of them stopped.
         let done = sweep::finish(root, &runs)?;
@@ -425,8 +425,8 @@ fn cmd_sweep(
 }
 
 /// Starts `jobs` worker processes of this program on `sweep`, each with its share of
-/// the cores (each divides the memory budget itself), and waits for all of them; returns those that
-/// stopped with an error.
+/// the cores (each divides the memory budget itself), and waits for all of them;
+/// returns those that stopped with an error.
 fn run_workers(sweep: &Path, jobs: usize, args: &Flags) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start workers")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

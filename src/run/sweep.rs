@@ -460,16 +460,16 @@ pub fn run_share(runs: &[SweepRun], comm: &dyn Comm) -> Result<()> {
     Ok(())
 }
 
-/// Runs, as local worker `index` of `sae sweep --jobs N`, the runs that no other worker
-/// has claimed in this invocation of the sweep, taking the next unclaimed group whenever
+/// Runs, as local worker `index` of `sae sweep --jobs N` on the sweep in folder `root`,
+/// the runs that no other worker has claimed in this invocation of the sweep, taking the next unclaimed group whenever
 /// one is done, so a worker that finishes early takes more work. A group is the runs
 /// that share a checkpoint lineage (and so a checkpoint database, model and feature
 /// files); groups that share a patch store run side by side, the store built once
 /// under its lock.
-pub fn run_claimed(runs: &[SweepRun], index: usize) -> Result<()> {
+pub fn run_claimed(root: &Path, runs: &[SweepRun], index: usize) -> Result<()> {
     let n = runs.len();
     let lineages = groups(runs, |h| h.lineage);
-    let claims = claims_dir(runs);
+    let claims = root.join(CLAIMS);
     std::fs::create_dir_all(&claims).map_err(Error::io(&claims))?;
     let who = format!("worker {index}: ");
     // A group's runs need not be adjacent in the list (the first grid axis varies
@@ -496,20 +496,12 @@ pub fn run_claimed(runs: &[SweepRun], index: usize) -> Result<()> {
     Ok(())
 }
 
-/// Clears the claims of an earlier invocation before the workers start: a group whose
-/// worker was killed is taken again.
-pub fn reset_claims(runs: &[SweepRun]) -> Result<()> {
-    let claims = claims_dir(runs);
+/// Clears the claims of an earlier invocation of the sweep in folder `root` before the
+/// workers start: a group whose worker was killed is taken again.
+pub fn reset_claims(root: &Path) -> Result<()> {
+    let claims = root.join(CLAIMS);
     let _ = std::fs::remove_dir_all(&claims);
     std::fs::create_dir_all(&claims).map_err(Error::io(&claims))
-}
-
-fn claims_dir(runs: &[SweepRun]) -> PathBuf {
-    let run_dir = runs[0].config.out_dir.clone();
-    run_dir
-        .parent()
-        .expect("runs live under the sweep folder")
-        .join(CLAIMS)
 }
 
 /// For each run, the number of its group: runs with the same `key` of their hashes
