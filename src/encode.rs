@@ -335,6 +335,19 @@ impl Encoder {
         step: usize,
         mode: Mode,
     ) -> Array2<f32> {
+        self.tile_of(set, lo, hi, step, mode, false)
+    }
+
+    /// [`Encoder::tile`] of the images as they are, or mirrored left to right.
+    fn tile_of(
+        &self,
+        set: &ImageSet,
+        lo: usize,
+        hi: usize,
+        step: usize,
+        mode: Mode,
+        mirror: bool,
+    ) -> Array2<f32> {
         let s = set.shape();
         let p = self.patch;
         let rows = grid(s.height, p, step);
@@ -354,6 +367,11 @@ impl Encoder {
                 set.read_hwc(i, &mut hwc);
                 for (j, &v) in hwc.iter().enumerate() {
                     let (pix, c) = (j / s.channels, j % s.channels);
+                    let pix = if mirror {
+                        pix - pix % w + (w - 1 - pix % w)
+                    } else {
+                        pix
+                    };
                     planes[c * h * w + pix] = f32::from(v) / 255.0;
                 }
                 let mut at = k * npos * d;
@@ -399,25 +417,30 @@ impl Encoder {
     }
 
     /// Encodes every image of `set` and writes the features to `path`; returns rows.
+    /// With `flip`, each image is followed by its mirror image (left to right), a
+    /// second row with the same image number and label.
     pub fn write_features(
         &self,
         set: &ImageSet,
         step: usize,
         mode: Mode,
+        flip: bool,
         path: &Path,
         label: &str,
     ) -> Result<usize> {
-        self.write_part(set, 0..set.len(), step, mode, path, label)
+        self.write_part(set, 0..set.len(), step, mode, flip, path, label)
     }
 
     /// Encodes images `range` of `set` (one rank's share) and writes their features to
-    /// `path`; returns rows.
+    /// `path` (with `flip`, each image's row followed by its mirror's); returns rows.
+    #[allow(clippy::too_many_arguments)]
     pub fn write_part(
         &self,
         set: &ImageSet,
         range: std::ops::Range<usize>,
         step: usize,
         mode: Mode,
+        flip: bool,
         path: &Path,
         label: &str,
     ) -> Result<usize> {
@@ -445,29 +468,38 @@ impl Encoder {
         let group = 2 * rayon::current_num_threads();
         let mut prog = Progress::new(label, end.saturating_sub(range.start), "images");
         for g in tiles.chunks(group) {
-            let feats: Vec<Array2<f32>> = g
+            let views: &[bool] = if flip { &[false, true] } else { &[false] };
+            let feats: Vec<Vec<Array2<f32>>> = g
                 .par_iter()
-                .map(|&(lo, hi)| self.tile(set, lo, hi, step, mode))
+                .map(|&(lo, hi)| {
+                    views
+                        .iter()
+                        .map(|&m| self.tile_of(set, lo, hi, step, mode, m))
+                        .collect()
+                })
                 .collect();
             set.release();
             for (&(lo, hi), f) in g.iter().zip(feats) {
-                if let Some(k) = f
-                    .rows()
-                    .into_iter()
-                    .position(|r| r.iter().any(|v| !v.is_finite()))
-                {
-                    return Err(Error::Numeric(format!(
-                        "features of image {} of {} are not finite",
-                        lo + k,
-                        set.name().display()
-                    )));
+                for v in &f {
+                    if let Some(k) = v
+                        .rows()
+                        .into_iter()
+                        .position(|r| r.iter().any(|v| !v.is_finite()))
+                    {
+                        return Err(Error::Numeric(format!(
+                            "features of image {} of {} are not finite",
+                            lo + k,
+                            set.name().display()
+                        )));
+                    }
                 }
                 for (k, i) in (lo..hi).enumerate() {
-                    let row = f.row(k);
-                    w.push(
-                        row.as_slice().expect("contiguous"),
-                        &[i as u32, labels[i].into()],
-                    )?;
+                    for v in &f {
+                        w.push(
+                            v.row(k).as_slice().expect("contiguous"),
+                            &[i as u32, labels[i].into()],
+                        )?;
+                    }
                 }
                 prog.inc(hi - lo);
             }
@@ -619,5 +651,69 @@ mod tests {
             .iter()
             .zip(&fb)
             .any(|(x, y)| (x - y).abs() > 1e-2 * scale));
+    }
+
+    /// A flipped feature file holds each image's row and then its mirror's, under the
+    /// same image number and label: the mirror's row is the plain encoding of the image
+    /// mirrored by hand, and the original rows are the file written without `flip`.
+    #[test]
+    fn flip_adds_each_images_mirror_after_it() {
+        let (n, side) = (3, 10);
+        let shape = Shape::rgb(side);
+        let bytes: Vec<u8> = (0..n * shape.pixels())
+            .map(|i| ((i * 37 + i / 97) % 251) as u8)
+            .collect();
+        let mut mirrored = bytes.clone();
+        for (img, out) in bytes
+            .chunks(shape.pixels())
+            .zip(mirrored.chunks_mut(shape.pixels()))
+        {
+            for y in 0..side {
+                for x in 0..side {
+                    for c in 0..3 {
+                        out[(y * side + side - 1 - x) * 3 + c] = img[(y * side + x) * 3 + c];
+                    }
+                }
+            }
+        }
+        let labels = Some(vec![4, 1, 7]);
+        let set = ImageSet::from_hwc("t", bytes, shape, labels.clone()).unwrap();
+        let flipped = ImageSet::from_hwc("m", mirrored, shape, labels).unwrap();
+        let d = 3 * 4 * 4;
+        let arch = Architecture::new(d, &[5], None, Decoder::Linear).unwrap();
+        let net = Network::from_theta(arch.clone(), &arch.init(2));
+        let enc = Encoder::new(&net, zca(d, true), 4).with_code(Code::SoftThreshold {
+            alpha: 0.1,
+            bias: false,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, flip) = (
+            dir.path().join("plain.arrow"),
+            dir.path().join("flip.arrow"),
+        );
+        assert_eq!(
+            enc.write_features(&set, 2, Mode::Pool, false, &plain, "t")
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            enc.write_features(&set, 2, Mode::Pool, true, &flip, "t")
+                .unwrap(),
+            6
+        );
+        let (p, f) = (
+            crate::data::store::Store::open(&plain, Kind::Features).unwrap(),
+            crate::data::store::Store::open(&flip, Kind::Features).unwrap(),
+        );
+        assert_eq!(f.images().unwrap(), vec![0, 0, 1, 1, 2, 2]);
+        assert_eq!(f.labels().unwrap(), vec![4, 4, 1, 1, 7, 7]);
+        let by_hand = enc.tile(&flipped, 0, n, 2, Mode::Pool);
+        let span = f.span(0, 2 * n).unwrap();
+        let plain_span = p.span(0, n).unwrap();
+        for i in 0..n {
+            assert_eq!(span.row(2 * i), plain_span.row(i));
+            assert_eq!(span.row(2 * i + 1), by_hand.row(i).as_slice().unwrap());
+            assert_ne!(span.row(2 * i), span.row(2 * i + 1));
+        }
     }
 }

@@ -244,6 +244,10 @@ struct EncodeArgs {
     /// Feature mode.
     #[arg(long, value_enum, default_value_t = FeatureConfig::default().modes[0])]
     mode: Mode,
+    /// Also encode each training image mirrored left to right (a second row with the
+    /// same image number and label after it); test images are encoded as they are.
+    #[arg(long)]
+    flip: bool,
     /// Output folder for `<split>.arrow`.
     #[arg(long)]
     out: PathBuf,
@@ -672,7 +676,8 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
         let path = a.out.join(format!("{split}.arrow"));
         let label = format!("encode {split}");
         let stage = Stage::begin("encode", &plan, budget);
-        let n = encode_shared(&enc, set, a.step, a.mode, &path, &label, comm)?;
+        let flip = a.flip && split == "train";
+        let n = encode_shared(&enc, set, a.step, a.mode, flip, &path, &label, comm)?;
         stage.end();
         if comm.is_root() {
             println!("wrote {} ({n} images)", path.display());

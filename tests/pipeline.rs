@@ -380,16 +380,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// `model.learner = "random"`: the atoms are distinct patches of the run's store at
-/// unit norm, drawn by the seed, and the run goes on to features and a classifier like
-/// an autoencoder's; the model says which learner made it.
-#[test]
-fn random_patch_dictionary_runs_end_to_end() {
-    let d = tmp();
-    let text = |seed: u64| {
-        format!(
-            r#"
-name = "rp{seed}"
+/// A run of random patches on synthetic CIFAR-10-shaped images (200 training, 100
+/// test), soft-threshold codes pooled at step 4 and the svm; `features` adds keys to
+/// the `[features]` table.
+fn random_patches(dir: &std::path::Path, name: &str, seed: u64, features: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
 out_dir = "{}"
 seed = {seed}
 [synth]
@@ -409,17 +406,25 @@ hidden = [40]
 steps = [4]
 modes = ["pool"]
 encoder = "softthreshold"
+{features}
 [classify]
 classifiers = ["svm"]
 raw_baseline = false
 "#,
-            d.path().display()
-        )
-    };
+        dir.display()
+    )
+}
+
+/// `model.learner = "random"`: the atoms are distinct patches of the run's store at
+/// unit norm, drawn by the seed, and the run goes on to features and a classifier like
+/// an autoencoder's; the model says which learner made it.
+#[test]
+fn random_patch_dictionary_runs_end_to_end() {
+    let d = tmp();
     let mut models = Vec::new();
     for seed in [1, 1, 2] {
         let p = d.path().join(format!("rp{seed}.toml"));
-        std::fs::write(&p, text(seed)).unwrap();
+        std::fs::write(&p, random_patches(d.path(), &format!("rp{seed}"), seed, "")).unwrap();
         let cfg = sae::run::config::Config::load(&p).unwrap();
         let (dir, results) = sae::run::pipeline::run(&cfg, false).unwrap();
         assert!(results[0].accuracy.is_finite());
@@ -504,4 +509,37 @@ fn omp1_improves_on_its_random_start() {
         .unwrap()
         .0;
     assert_eq!(again.net.theta, learned.net.theta);
+}
+
+/// `features.flip`: the training feature file holds every image and its mirror (same
+/// image number, label, and a row of its own), the test file the images as they are,
+/// and the feature set's name says so in the results.
+#[test]
+fn flipped_training_images_double_the_training_rows() {
+    let d = tmp();
+    let text = random_patches(d.path(), "flip", 1, "flip = true");
+    let p = d.path().join("flip.toml");
+    std::fs::write(&p, text).unwrap();
+    let cfg = sae::run::config::Config::load(&p).unwrap();
+    let (dir, results) = sae::run::pipeline::run(&cfg, false).unwrap();
+    assert_eq!(results[0].features, "step4-pool-soft0.25-flip");
+    assert!(results[0].accuracy > 0.2, "{}", results[0].accuracy);
+    let files = walk(&dir);
+    let open = |suffix: &str| {
+        let f = files
+            .iter()
+            .find(|f| f.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} in {files:?}"));
+        sae::data::store::Store::open(f, sae::data::store::Kind::Features).unwrap()
+    };
+    let (train, test) = (open("-flip-train.arrow"), open("-flip-test.arrow"));
+    assert_eq!((train.rows(), test.rows()), (400, 100));
+    let (images, labels) = (train.images().unwrap(), train.labels().unwrap());
+    let span = train.span(0, 400).unwrap();
+    for i in 0..200 {
+        assert_eq!((images[2 * i], images[2 * i + 1]), (i as u32, i as u32));
+        assert_eq!(labels[2 * i], labels[2 * i + 1]);
+        assert_ne!(span.row(2 * i), span.row(2 * i + 1), "image {i}");
+    }
+    assert_eq!(test.images().unwrap(), (0..100).collect::<Vec<u32>>());
 }

@@ -530,15 +530,25 @@ impl Store {
 
     /// The labels of a feature store (its second u32 column), in row order.
     pub fn labels(&self) -> Result<Vec<u32>> {
+        self.feature_column(1, "labels")
+    }
+
+    /// The image number of each row of a feature store (its first u32 column): a
+    /// training image encoded with its mirror has two rows with the same number.
+    pub fn images(&self) -> Result<Vec<u32>> {
+        self.feature_column(0, "image numbers")
+    }
+
+    fn feature_column(&self, k: usize, what: &str) -> Result<Vec<u32>> {
         if self.kind != Kind::Features {
             return Err(Error::bad(
                 &self.path,
-                "has no labels (not a feature store)",
+                format!("has no {what} (not a feature store)"),
             ));
         }
         let mut y = Vec::with_capacity(self.rows());
         for i in 0..self.batches() {
-            y.extend_from_slice(self.batch(i)?.column(1));
+            y.extend_from_slice(self.batch(i)?.column(k));
         }
         Ok(y)
     }

@@ -69,13 +69,16 @@ fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
 }
 
 /// Fits `which` on the training features (standardised by a [`Standardiser`] fitted
-/// on them) and evaluates it on the test features.
+/// on them) and evaluates it on the test features. `images` numbers the image of each
+/// training row where several rows come from one image (an image and its mirror): the
+/// linear classifiers then hold out whole images to choose L2.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     which: Classifier,
     p: &ClassifyParams,
     xtr: Features,
     ytr: &[u32],
+    images: Option<&[u32]>,
     xte: Features,
     yte: &[u32],
     classes: usize,
@@ -92,7 +95,10 @@ pub fn evaluate(
             xte.dim()
         )));
     }
-    if xtr.rows() != ytr.len() || xte.rows() != yte.len() {
+    if xtr.rows() != ytr.len()
+        || xte.rows() != yte.len()
+        || images.is_some_and(|g| g.len() != ytr.len())
+    {
         return Err(Error::Classifier("rows and labels differ in number".into()));
     }
     let s = Standardiser::fit(xtr, p.var_floor)?;
@@ -133,7 +139,7 @@ pub fn evaluate(
                 seed: p.seed,
                 ..p.linear.clone()
             };
-            let f = linear::fit(loss, xtr, ytr, &s, classes, &lp)?;
+            let f = linear::fit(loss, xtr, ytr, images, &s, classes, &lp)?;
             detail = format!("l2 {:.0e}, {} iterations", f.l2, f.iterations);
             if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
                 detail.push_str(&format!(", validation {acc:.4}"));
@@ -196,7 +202,7 @@ mod tests {
             Classifier::Svm,
         ] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            let e = evaluate(c, &p, a, &ytr, b, &yte, 3).unwrap();
+            let e = evaluate(c, &p, a, &ytr, None, b, &yte, 3).unwrap();
             assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
             assert_eq!(e.confusion.sum() as usize, 90);
         }
@@ -210,14 +216,14 @@ mod tests {
         let p = crate::run::config::ClassifyConfig::default().params(0);
         for c in [Classifier::Lr, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            assert!(evaluate(c, &p, a, &ytr, b, &yte, 3).is_err(), "{c:?}");
+            assert!(evaluate(c, &p, a, &ytr, None, b, &yte, 3).is_err(), "{c:?}");
         }
         // NaN in the test rows only.
         xte[[2, 0]] = f32::NAN;
         let xtr = blobs(30, 1).0;
         for c in [Classifier::Lr, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            assert!(evaluate(c, &p, a, &ytr, b, &yte, 3).is_err(), "{c:?}");
+            assert!(evaluate(c, &p, a, &ytr, None, b, &yte, 3).is_err(), "{c:?}");
         }
     }
 }

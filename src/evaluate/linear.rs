@@ -808,13 +808,51 @@ impl Split<'_, '_> {
     }
 }
 
+/// The (fit, validation) rows of a held-out split of `n` rows, each ascending: a
+/// seeded `fraction` of the images (`images` numbers each row's image; without it
+/// every row is its own image), all rows of an image on one side. `None` when the
+/// split would leave either side empty.
+fn holdout(
+    n: usize,
+    images: Option<&[u32]>,
+    fraction: f64,
+    seed: u64,
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    let mut ids: Vec<u32> = match images {
+        Some(g) => g.to_vec(),
+        None => (0..n as u32).collect(),
+    };
+    ids.sort_unstable();
+    ids.dedup();
+    let m = ids.len();
+    let held = ((m as f64) * fraction).round() as usize;
+    if held == 0 || held >= m {
+        return None;
+    }
+    ids.shuffle(&mut crate::rng::stream(
+        seed,
+        crate::rng::Stream::Classify,
+        1,
+    ));
+    let mut out = ids[m - held..].to_vec();
+    out.sort_unstable();
+    let is_held = |row: usize| {
+        let id = images.map_or(row as u32, |g| g[row]);
+        out.binary_search(&id).is_ok()
+    };
+    let (val, fit): (Vec<usize>, Vec<usize>) = (0..n).partition(|&r| is_held(r));
+    Some((fit, val))
+}
+
 /// Fits a classifier on the rows of `x` (raw features, standardised by `std` as they
-/// are read) with labels `y`, choosing the L2 weight on a held-out split (a seeded
-/// choice of rows).
+/// are read) with labels `y`, choosing the L2 weight on a held-out split: a seeded
+/// choice of rows, or of images where `images` numbers the image of each row (rows of
+/// one image, such as an image and its mirror, are held out together).
 pub fn fit(
     loss: Loss,
     x: Features,
     y: &[u32],
+    images: Option<&[u32]>,
     std: &Standardiser,
     classes: usize,
     p: &LinearParams,
@@ -843,20 +881,12 @@ pub fn fit(
     l2s.sort_by(|a, b| b.total_cmp(a));
     let split = Split { x, y, std, classes };
     let zero = vec![0.0; classes * (d + 1)];
-    let held = ((n as f64) * p.validation).round() as usize;
     let mut validation = Vec::new();
     let mut iterations = 0;
     let mut best = (l2s[0], f64::NEG_INFINITY, zero.clone());
-    if l2s.len() > 1 && held > 0 && held < n {
-        let mut perm: Vec<usize> = (0..n).collect();
-        perm.shuffle(&mut crate::rng::stream(
-            p.seed,
-            crate::rng::Stream::Classify,
-            1,
-        ));
-        let (mut fit_rows, mut val_rows) = (perm[..n - held].to_vec(), perm[n - held..].to_vec());
-        fit_rows.sort_unstable();
-        val_rows.sort_unstable();
+    let split_rows = holdout(n, images, p.validation, p.seed);
+    if let (true, Some((fit_rows, val_rows))) = (l2s.len() > 1, split_rows) {
+        let held = val_rows.len();
         let truth: Vec<u32> = val_rows.iter().map(|&i| y[i]).collect();
         let mut theta = zero.clone();
         for (k, &l2) in l2s.iter().enumerate() {
@@ -1058,7 +1088,7 @@ mod tests {
                 warm_iter: 2,
                 seed: 1,
             };
-            let f = fit(loss, Features::Memory(x.view()), &y, &std, 5, &p).unwrap();
+            let f = fit(loss, Features::Memory(x.view()), &y, None, &std, 5, &p).unwrap();
             assert_eq!(f.validation.len(), 2);
             // The second candidate and the refit start warm and stop at `warm_iter`
             // (the first, from zero, needs more than that).
@@ -1115,8 +1145,8 @@ mod tests {
             warm_iter: 5,
             seed: 3,
         };
-        let a = fit(Loss::SquaredHinge, mem, &y, &sm, c, &p).unwrap();
-        let b = fit(Loss::SquaredHinge, disk, &y, &sd, c, &p).unwrap();
+        let a = fit(Loss::SquaredHinge, mem, &y, None, &sm, c, &p).unwrap();
+        let b = fit(Loss::SquaredHinge, disk, &y, None, &sd, c, &p).unwrap();
         assert_eq!(a.validation, b.validation);
         assert_eq!(a.model.w, b.model.w);
         assert_eq!(a.model.b, b.model.b);
@@ -1134,5 +1164,23 @@ mod tests {
         x[[7, 2]] = f32::NAN;
         let e = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap_err();
         assert!(e.to_string().contains("NaN"), "{e}");
+    }
+
+    /// Rows of one image stay together on one side of the split; without image
+    /// numbers every row is its own image; a fraction too small or too large for the
+    /// images is no split.
+    #[test]
+    fn holdout_keeps_an_images_rows_together() {
+        let images: Vec<u32> = (0..400u32).flat_map(|i| [i, i]).collect();
+        let (fit, val) = holdout(800, Some(&images), 0.1, 3).unwrap();
+        assert_eq!((fit.len(), val.len()), (720, 80));
+        assert!(fit.windows(2).all(|w| w[0] < w[1]) && val.windows(2).all(|w| w[0] < w[1]));
+        let held: std::collections::BTreeSet<u32> = val.iter().map(|&r| images[r]).collect();
+        assert_eq!(held.len(), 40);
+        assert!(fit.iter().all(|&r| !held.contains(&images[r])));
+        let (fit, val) = holdout(400, None, 0.1, 3).unwrap();
+        assert_eq!((fit.len(), val.len()), (360, 40));
+        assert!(holdout(5, None, 0.05, 3).is_none());
+        assert!(holdout(4, Some(&[1, 1, 1, 1]), 0.5, 3).is_none());
     }
 }

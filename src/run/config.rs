@@ -561,6 +561,12 @@ pub struct FeatureConfig {
     /// atoms of a dictionary are, so that `alpha` means the same for every unit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unit_atoms: bool,
+    /// Also encode every training image mirrored left to right, as a second training
+    /// row with the same image number and label (test images are encoded as they are).
+    /// The linear classifiers hold out whole images to choose L2, so an image and its
+    /// mirror fall on the same side of the validation split.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
 }
 
 fn is_two(v: &usize) -> bool {
@@ -589,6 +595,7 @@ impl Default for FeatureConfig {
             bias: false,
             pool_grid: 2,
             unit_atoms: false,
+            flip: false,
         }
     }
 }
@@ -640,8 +647,9 @@ impl FeatureConfig {
             _ => String::new(),
         };
         let unit = if self.unit_atoms { "-unit" } else { "" };
+        let flip = if self.flip { "-flip" } else { "" };
         format!(
-            "step{step}-{}{grid}{}{unit}",
+            "step{step}-{}{grid}{}{unit}{flip}",
             mode.name(),
             self.code().tag()
         )

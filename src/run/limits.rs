@@ -328,9 +328,11 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
     }
     let enc = Encoding::new(d, code, shape, p, &cfg.features.steps, widest);
     let tile = fit_encoding(&enc, budget)?;
+    // Mirrored training images are rows of their own.
+    let rows = if cfg.features.flip { 2 * train } else { train };
     let mut classify = classify_bytes(
         &cfg.classify.classifiers,
-        train as u64,
+        rows as u64,
         test as u64,
         widest,
         classes as u64,

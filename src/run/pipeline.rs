@@ -333,7 +333,8 @@ impl<'a> Run<'a> {
             if need {
                 let m = self.stage("encode");
                 let label = format!("encode {name} {split}");
-                encode_shared(enc, set, step, mode, &out, &label, self.comm)?;
+                let flip = self.cfg.features.flip && split == "train";
+                encode_shared(enc, set, step, mode, flip, &out, &label, self.comm)?;
                 set.release();
                 m.end();
             }
@@ -354,12 +355,22 @@ impl<'a> Run<'a> {
         let train = Store::open(&self.layout.feature(name, "train"), Kind::Features)?;
         let test = Store::open(&self.layout.feature(name, "test"), Kind::Features)?;
         let (ytr, yte) = (train.labels()?, test.labels()?);
+        let images = train.images()?;
         let (xtr, xte) = (Features::Stored(&train), Features::Stored(&test));
         let params = self.cfg.classify.params(self.cfg.seed);
         let mut rows = Vec::new();
         for &c in which {
             let t = Instant::now();
-            let e = evaluate(c, &params, xtr, &ytr, xte, &yte, classes.len())?;
+            let e = evaluate(
+                c,
+                &params,
+                xtr,
+                &ytr,
+                Some(&images),
+                xte,
+                &yte,
+                classes.len(),
+            )?;
             let secs = t.elapsed().as_secs_f64();
             let detail = if e.detail.is_empty() {
                 String::new()
@@ -605,23 +616,26 @@ pub fn run_with(cfg: &Config, restart: bool, comm: &dyn Comm) -> Result<(PathBuf
     Ok((run.layout.dir, results))
 }
 
-/// Encodes `set` into `out` with every rank of `comm`: each encodes its share of the
-/// images into a part file next to `out`, and rank 0 joins the parts in image order.
+/// Encodes `set` into `out` with every rank of `comm` (with `flip`, each image and then
+/// its mirror): each encodes its share of the images into a part file next to `out`,
+/// and rank 0 joins the parts in image order.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_shared(
     enc: &Encoder,
     set: &ImageSet,
     step: usize,
     mode: crate::encode::Mode,
+    flip: bool,
     out: &Path,
     label: &str,
     comm: &dyn Comm,
 ) -> Result<usize> {
     if comm.size() == 1 {
-        return enc.write_features(set, step, mode, out, label);
+        return enc.write_features(set, step, mode, flip, out, label);
     }
     let part = |r: usize| out.with_extension(format!("part{r}.arrow"));
     let range = crate::dist::share(set.len(), comm.rank(), comm.size());
-    enc.write_part(set, range, step, mode, &part(comm.rank()), label)?;
+    enc.write_part(set, range, step, mode, flip, &part(comm.rank()), label)?;
     comm.barrier();
     let mut rows = 0;
     if comm.is_root() {
