@@ -244,8 +244,8 @@ struct EncodeArgs {
     /// Feature mode.
     #[arg(long, value_enum, default_value_t = FeatureConfig::default().modes[0])]
     mode: Mode,
-    /// Also encode each training image mirrored left to right (a second row with the
-    /// same image number and label after it); test images are encoded as they are.
+    /// Also encode each image mirrored left to right (a second row with the same image
+    /// number and label after it).
     #[arg(long)]
     flip: bool,
     /// Output folder for `<split>.arrow`.
@@ -676,8 +676,7 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
         let path = a.out.join(format!("{split}.arrow"));
         let label = format!("encode {split}");
         let stage = Stage::begin("encode", &plan, budget);
-        let flip = a.flip && split == "train";
-        let n = encode_shared(&enc, set, a.step, a.mode, flip, &path, &label, comm)?;
+        let n = encode_shared(&enc, set, a.step, a.mode, a.flip, &path, &label, comm)?;
         stage.end();
         if comm.is_root() {
             println!("wrote {} ({n} images)", path.display());

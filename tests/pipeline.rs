@@ -511,9 +511,9 @@ fn omp1_improves_on_its_random_start() {
     assert_eq!(again.net.theta, learned.net.theta);
 }
 
-/// `features.flip`: the training feature file holds every image and its mirror (same
-/// image number, label, and a row of its own), the test file the images as they are,
-/// and the feature set's name says so in the results.
+/// `features.flip`: the feature files hold every image and then its mirror (same image
+/// number and label, a row of its own), each test image is scored once, and the
+/// feature set's name says so in the results.
 #[test]
 fn flipped_training_images_double_the_training_rows() {
     let d = tmp();
@@ -533,7 +533,7 @@ fn flipped_training_images_double_the_training_rows() {
         sae::data::store::Store::open(f, sae::data::store::Kind::Features).unwrap()
     };
     let (train, test) = (open("-flip-train.arrow"), open("-flip-test.arrow"));
-    assert_eq!((train.rows(), test.rows()), (400, 100));
+    assert_eq!((train.rows(), test.rows()), (400, 200));
     let (images, labels) = (train.images().unwrap(), train.labels().unwrap());
     let span = train.span(0, 400).unwrap();
     for i in 0..200 {
@@ -541,5 +541,24 @@ fn flipped_training_images_double_the_training_rows() {
         assert_eq!(labels[2 * i], labels[2 * i + 1]);
         assert_ne!(span.row(2 * i), span.row(2 * i + 1), "image {i}");
     }
-    assert_eq!(test.images().unwrap(), (0..100).collect::<Vec<u32>>());
+    let pairs: Vec<u32> = (0..100).flat_map(|i| [i, i]).collect();
+    assert_eq!(test.images().unwrap(), pairs);
+    // Scored per test image: the confusion matrix counts 100 images, not 200 rows.
+    let confusion = files
+        .iter()
+        .find(|f| {
+            f.to_string_lossy().contains("confusion") && f.extension().is_some_and(|e| e == "csv")
+        })
+        .unwrap_or_else(|| panic!("no confusion matrix in {files:?}"));
+    let text = std::fs::read_to_string(confusion).unwrap();
+    let total: u64 = text
+        .lines()
+        .skip(1)
+        .flat_map(|l| {
+            l.split(',')
+                .skip(1)
+                .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+        })
+        .sum();
+    assert_eq!(total, 100, "{text}");
 }

@@ -69,9 +69,11 @@ fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
 }
 
 /// Fits `which` on the training features (standardised by a [`Standardiser`] fitted
-/// on them) and evaluates it on the test features. `images` numbers the image of each
-/// training row where several rows come from one image (an image and its mirror): the
-/// linear classifiers then hold out whole images to choose L2.
+/// on them) and evaluates it on the test features. `images` and `test_images` number
+/// the image of each row where consecutive rows come from one image (an image and its
+/// mirror): the linear classifiers then hold out whole images to choose L2, and each
+/// test (and validation) image is classified once, from the summed scores (or tree
+/// votes) of its rows.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     which: Classifier,
@@ -81,6 +83,7 @@ pub fn evaluate(
     images: Option<&[u32]>,
     xte: Features,
     yte: &[u32],
+    test_images: Option<&[u32]>,
     classes: usize,
 ) -> Result<Evaluation> {
     if xtr.rows() == 0 || xte.rows() == 0 {
@@ -98,8 +101,19 @@ pub fn evaluate(
     if xtr.rows() != ytr.len()
         || xte.rows() != yte.len()
         || images.is_some_and(|g| g.len() != ytr.len())
+        || test_images.is_some_and(|g| g.len() != yte.len())
     {
         return Err(Error::Classifier("rows and labels differ in number".into()));
+    }
+    let all: Vec<usize> = (0..xte.rows()).collect();
+    let runs = linear::image_runs(&all, test_images);
+    let truth: Vec<u32> = runs.iter().map(|r| yte[r.start]).collect();
+    if which == Classifier::Lr && runs.len() < xte.rows() {
+        return Err(Error::Classifier(format!(
+            "{}: lr gives classes, not scores, so it cannot classify an image from its \
+             rows together (features.flip); use softmax or svm",
+            xte.origin()
+        )));
     }
     let s = Standardiser::fit(xtr, p.var_floor)?;
     let fail = |e: smartcore::error::Failed| Error::Classifier(format!("{}: {e}", which.name()));
@@ -121,7 +135,7 @@ pub fn evaluate(
                     m.predict(&b).map_err(fail)
                 })
                 .collect::<Result<_>>()?;
-            majority(&votes, xte.rows(), classes)
+            majority(&votes, &runs, classes)
         }
         Classifier::Lr => {
             let params = LogisticRegressionParameters::default().with_alpha(p.lr_alpha as f32);
@@ -144,23 +158,26 @@ pub fn evaluate(
             if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }
-            f.model.predict_all(xte, &s)?
+            f.model.predict_all(xte, test_images, &s)?
         }
     };
-    let mut e = score(&pred, yte, classes);
+    let mut e = score(&pred, &truth, classes);
     e.detail = detail;
     Ok(e)
 }
 
-/// The most voted class per row (ties go to the smaller label).
-fn majority(votes: &[Vec<u32>], rows: usize, classes: usize) -> Vec<u32> {
+/// The most voted class per run of rows, over every tree and row of the run (ties go
+/// to the smaller label).
+fn majority(votes: &[Vec<u32>], runs: &[std::ops::Range<usize>], classes: usize) -> Vec<u32> {
     let k = classes.max(votes.iter().flatten().max().map_or(0, |&m| m as usize + 1));
     let mut counts = vec![0u32; k];
-    (0..rows)
-        .map(|i| {
+    runs.iter()
+        .map(|run| {
             counts.iter_mut().for_each(|c| *c = 0);
             for v in votes {
-                counts[v[i] as usize] += 1;
+                for i in run.clone() {
+                    counts[v[i] as usize] += 1;
+                }
             }
             let best = counts
                 .iter()
@@ -202,7 +219,7 @@ mod tests {
             Classifier::Svm,
         ] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            let e = evaluate(c, &p, a, &ytr, None, b, &yte, 3).unwrap();
+            let e = evaluate(c, &p, a, &ytr, None, b, &yte, None, 3).unwrap();
             assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
             assert_eq!(e.confusion.sum() as usize, 90);
         }
@@ -216,14 +233,47 @@ mod tests {
         let p = crate::run::config::ClassifyConfig::default().params(0);
         for c in [Classifier::Lr, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            assert!(evaluate(c, &p, a, &ytr, None, b, &yte, 3).is_err(), "{c:?}");
+            assert!(
+                evaluate(c, &p, a, &ytr, None, b, &yte, None, 3).is_err(),
+                "{c:?}"
+            );
         }
         // NaN in the test rows only.
         xte[[2, 0]] = f32::NAN;
         let xtr = blobs(30, 1).0;
         for c in [Classifier::Lr, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            assert!(evaluate(c, &p, a, &ytr, None, b, &yte, 3).is_err(), "{c:?}");
+            assert!(
+                evaluate(c, &p, a, &ytr, None, b, &yte, None, 3).is_err(),
+                "{c:?}"
+            );
         }
+    }
+
+    /// Test rows in pairs of one image each are scored once per image by rf and svm
+    /// (the confusion matrix counts images), and lr, which gives no scores, refuses.
+    #[test]
+    fn paired_test_rows_are_scored_per_image() {
+        let (xtr, ytr) = blobs(150, 1);
+        let (xte, yte) = blobs(90, 2);
+        // Each test image twice: the pairs share their label.
+        let x2 = ndarray::concatenate(ndarray::Axis(0), &[xte.view(), xte.view()]).unwrap();
+        let order: Vec<usize> = (0..90).flat_map(|i| [i, 90 + i]).collect();
+        let x2 = x2.select(ndarray::Axis(0), &order);
+        let y2: Vec<u32> = order.iter().map(|&i| yte[i % 90]).collect();
+        let images: Vec<u32> = (0..90u32).flat_map(|i| [i, i]).collect();
+        let p = ClassifyParams {
+            rf_trees: 20,
+            ..crate::run::config::ClassifyConfig::default().params(0)
+        };
+        for c in [Classifier::Rf, Classifier::Svm] {
+            let (a, b) = (Features::Memory(xtr.view()), Features::Memory(x2.view()));
+            let e = evaluate(c, &p, a, &ytr, None, b, &y2, Some(&images), 3).unwrap();
+            assert_eq!(e.confusion.sum() as usize, 90, "{c:?}");
+            assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
+        }
+        let (a, b) = (Features::Memory(xtr.view()), Features::Memory(x2.view()));
+        let err = evaluate(Classifier::Lr, &p, a, &ytr, None, b, &y2, Some(&images), 3);
+        assert!(err.unwrap_err().to_string().contains("features.flip"));
     }
 }

@@ -695,8 +695,16 @@ fn dscores<F: Real>(loss: Loss, s: &mut [F], y: usize) -> f64 {
 
 impl LinearModel {
     /// Predicted class of the rows `rows` (ascending) of `x`, standardised by `std`
-    /// (the standardiser the model was fitted with).
-    pub fn predict(&self, x: Features, rows: &[usize], std: &Standardiser) -> Result<Vec<u32>> {
+    /// (the standardiser the model was fitted with): one per row, or, with `images`
+    /// (the image number of every row of `x`), one per run of consecutive rows of the
+    /// same image (an image and its mirror), from the sum of their scores.
+    pub fn predict(
+        &self,
+        x: Features,
+        rows: &[usize],
+        images: Option<&[u32]>,
+        std: &Standardiser,
+    ) -> Result<Vec<u32>> {
         if x.dim() != self.w.ncols() {
             return Err(Error::Classifier(format!(
                 "{} has {} features, the classifier {}",
@@ -705,28 +713,18 @@ impl LinearModel {
                 self.w.ncols()
             )));
         }
+        let k = self.w.nrows();
         let parts = x.map_blocks(
             rows,
             std,
-            |_, xb: ArrayView2<f32>, (pred, bad): &mut (Vec<u32>, bool)| {
+            |_, xb: ArrayView2<f32>, (scores, bad): &mut (Vec<f32>, bool)| {
                 *bad |= xb.iter().any(|v| !v.is_finite());
                 let sc = xb.dot(&self.w.t()) + self.b.view().insert_axis(Axis(0));
-                pred.extend(sc.axis_iter(Axis(0)).map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                            if v > bv {
-                                (i, v)
-                            } else {
-                                (bi, bv)
-                            }
-                        })
-                        .0 as u32
-                }));
+                scores.extend(sc.iter());
             },
             || (Vec::new(), false),
         )?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut scores = Vec::with_capacity(rows.len() * k);
         for (p, bad) in parts {
             if bad {
                 return Err(Error::Classifier(format!(
@@ -734,15 +732,31 @@ impl LinearModel {
                     x.origin()
                 )));
             }
-            out.extend(p);
+            scores.extend(p);
         }
-        Ok(out)
+        Ok(image_runs(rows, images)
+            .into_iter()
+            .map(|run| {
+                let mut sum = vec![0f32; k];
+                for r in run {
+                    sum.iter_mut()
+                        .zip(&scores[r * k..(r + 1) * k])
+                        .for_each(|(a, &v)| *a += v);
+                }
+                argmax(&sum)
+            })
+            .collect())
     }
 
-    /// Predicted class of every row of `x`.
-    pub fn predict_all(&self, x: Features, std: &Standardiser) -> Result<Vec<u32>> {
+    /// Predicted class of every row of `x`, or of every image (see [`LinearModel::predict`]).
+    pub fn predict_all(
+        &self,
+        x: Features,
+        images: Option<&[u32]>,
+        std: &Standardiser,
+    ) -> Result<Vec<u32>> {
         let all: Vec<usize> = (0..x.rows()).collect();
-        self.predict(x, &all, std)
+        self.predict(x, &all, images, std)
     }
 
     fn from_theta(theta: &[f64], classes: usize, d: usize) -> Self {
@@ -751,6 +765,37 @@ impl LinearModel {
             b: Array1::from_shape_fn(classes, |c| theta[classes * d + c] as f32),
         }
     }
+}
+
+/// The index of the largest value (the first of equals).
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv {
+                (i, x)
+            } else {
+                (bi, bv)
+            }
+        })
+        .0 as u32
+}
+
+/// Positions in `rows` grouped into runs of consecutive rows of one image (`images`
+/// numbers the image of every row); without `images`, one run per row.
+pub fn image_runs(rows: &[usize], images: Option<&[u32]>) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (k, &r) in rows.iter().enumerate() {
+        let same = match (images, out.last()) {
+            (Some(g), Some(last)) => g[rows[last.start]] == g[r],
+            _ => false,
+        };
+        match out.last_mut() {
+            Some(last) if same => last.end = k + 1,
+            _ => out.push(k..k + 1),
+        }
+    }
+    out
 }
 
 /// What every L-BFGS fit along a classifier's path shares.
@@ -887,7 +932,10 @@ pub fn fit(
     let split_rows = holdout(n, images, p.validation, p.seed);
     if let (true, Some((fit_rows, val_rows))) = (l2s.len() > 1, split_rows) {
         let held = val_rows.len();
-        let truth: Vec<u32> = val_rows.iter().map(|&i| y[i]).collect();
+        let truth: Vec<u32> = image_runs(&val_rows, images)
+            .into_iter()
+            .map(|run| y[val_rows[run.start]])
+            .collect();
         let mut theta = zero.clone();
         for (k, &l2) in l2s.iter().enumerate() {
             let iters = if k == 0 { p.max_iter } else { p.warm_iter };
@@ -895,10 +943,11 @@ pub fn fit(
             theta = t;
             iterations += done;
             let m = LinearModel::from_theta(&theta, classes, d);
-            let pred = m.predict(x, &val_rows, std)?;
+            let pred = m.predict(x, &val_rows, images, std)?;
             let acc = crate::evaluate::metrics::score(&pred, &truth, classes).accuracy;
             crate::progress::say(format!(
-                "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({held} rows)"
+                "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({} images, {held} rows)",
+                truth.len()
             ));
             validation.push((l2, acc));
             if acc > best.1 {
@@ -1099,7 +1148,7 @@ mod tests {
             );
             let pred = f
                 .model
-                .predict_all(Features::Memory(xte.view()), &std)
+                .predict_all(Features::Memory(xte.view()), None, &std)
                 .unwrap();
             let acc = crate::evaluate::metrics::score(&pred, &yte, 5).accuracy;
             assert!(acc > 0.85, "{loss:?}: {acc}");
@@ -1151,10 +1200,11 @@ mod tests {
         assert_eq!(a.model.w, b.model.w);
         assert_eq!(a.model.b, b.model.b);
         assert_eq!(
-            a.model.predict_all(mem, &sm).unwrap(),
-            b.model.predict_all(disk, &sd).unwrap()
+            a.model.predict_all(mem, None, &sm).unwrap(),
+            b.model.predict_all(disk, None, &sd).unwrap()
         );
-        let acc = crate::evaluate::metrics::score(&a.model.predict_all(mem, &sm).unwrap(), &y, c);
+        let acc =
+            crate::evaluate::metrics::score(&a.model.predict_all(mem, None, &sm).unwrap(), &y, c);
         assert!(acc.accuracy > 0.8, "{}", acc.accuracy);
     }
 
@@ -1182,5 +1232,26 @@ mod tests {
         assert_eq!((fit.len(), val.len()), (360, 40));
         assert!(holdout(5, None, 0.05, 3).is_none());
         assert!(holdout(4, Some(&[1, 1, 1, 1]), 0.5, 3).is_none());
+    }
+
+    /// With image numbers, consecutive rows of one image are classified together from
+    /// their summed scores; without, row by row.
+    #[test]
+    fn an_image_is_classified_from_the_sum_of_its_rows_scores() {
+        let m = LinearModel {
+            w: Array2::eye(2),
+            b: Array1::zeros(2),
+        };
+        let x = ndarray::array![[1.0f32, 0.0], [0.0, 3.0], [2.0, 0.5], [0.0, 1.0]];
+        let std = Standardiser::identity(2);
+        let mem = Features::Memory(x.view());
+        assert_eq!(m.predict_all(mem, None, &std).unwrap(), vec![0, 1, 0, 1]);
+        let pairs = [7, 7, 9, 9];
+        assert_eq!(m.predict_all(mem, Some(&pairs), &std).unwrap(), vec![1, 0]);
+        assert_eq!(
+            image_runs(&[0, 1, 2, 3], Some(&[4, 4, 4, 5])),
+            vec![0..3, 3..4]
+        );
+        assert_eq!(image_runs(&[1, 3], None), vec![0..1, 1..2]);
     }
 }

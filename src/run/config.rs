@@ -561,10 +561,11 @@ pub struct FeatureConfig {
     /// atoms of a dictionary are, so that `alpha` means the same for every unit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unit_atoms: bool,
-    /// Also encode every training image mirrored left to right, as a second training
-    /// row with the same image number and label (test images are encoded as they are).
-    /// The linear classifiers hold out whole images to choose L2, so an image and its
-    /// mirror fall on the same side of the validation split.
+    /// Also encode every image mirrored left to right, as a second row with the same
+    /// image number and label: training images gain their mirrors as extra rows, and a
+    /// test image is classified from the summed scores (or tree votes) of itself and its
+    /// mirror. The linear classifiers hold out whole images to choose L2 and score them
+    /// the same way, so an image and its mirror fall on the same side of the split.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub flip: bool,
 }
@@ -789,6 +790,13 @@ impl Config {
         }
         self.train.check()?;
         self.features.check()?;
+        if self.features.flip && self.classify.classifiers.contains(&Classifier::Lr) {
+            return bad(
+                "features.flip",
+                "lr gives classes, not scores, so it cannot classify an image from itself \
+                 and its mirror together; use softmax or svm (or rf)",
+            );
+        }
         self.classify.check()
     }
 

@@ -333,7 +333,7 @@ impl<'a> Run<'a> {
             if need {
                 let m = self.stage("encode");
                 let label = format!("encode {name} {split}");
-                let flip = self.cfg.features.flip && split == "train";
+                let flip = self.cfg.features.flip;
                 encode_shared(enc, set, step, mode, flip, &out, &label, self.comm)?;
                 set.release();
                 m.end();
@@ -355,7 +355,7 @@ impl<'a> Run<'a> {
         let train = Store::open(&self.layout.feature(name, "train"), Kind::Features)?;
         let test = Store::open(&self.layout.feature(name, "test"), Kind::Features)?;
         let (ytr, yte) = (train.labels()?, test.labels()?);
-        let images = train.images()?;
+        let (images, test_images) = (train.images()?, test.images()?);
         let (xtr, xte) = (Features::Stored(&train), Features::Stored(&test));
         let params = self.cfg.classify.params(self.cfg.seed);
         let mut rows = Vec::new();
@@ -369,6 +369,7 @@ impl<'a> Run<'a> {
                 Some(&images),
                 xte,
                 &yte,
+                Some(&test_images),
                 classes.len(),
             )?;
             let secs = t.elapsed().as_secs_f64();
