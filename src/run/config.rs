@@ -818,4 +818,21 @@ mod tests {
         assert_eq!(parse_bytes("1000").unwrap(), 1000);
         assert!(parse_bytes("12 parsecs").is_err());
     }
+
+    /// Mirrored images are scored by summing scores, which lr does not give: a config
+    /// that asks for both stops at load, naming the key; softmax, svm and rf pass.
+    #[test]
+    fn flip_with_lr_is_refused_at_load() {
+        let text = |c: &str| {
+            format!(
+                "name = \"f\"\n[synth]\nlayout = \"cifar10\"\ntrain = 20\ntest = 10\n[features]\nflip = true\n[classify]\nclassifiers = [{c}]\n"
+            )
+        };
+        let path = Path::new("f.toml");
+        let err = Config::parse(path, &text("\"rf\", \"lr\"")).unwrap_err();
+        assert!(err.to_string().contains("features.flip"), "{err}");
+        for ok in ["\"rf\"", "\"svm\", \"softmax\""] {
+            Config::parse(path, &text(ok)).unwrap();
+        }
+    }
 }
