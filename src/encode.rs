@@ -367,12 +367,9 @@ impl Encoder {
                 set.read_hwc(i, &mut hwc);
                 for (j, &v) in hwc.iter().enumerate() {
                     let (pix, c) = (j / s.channels, j % s.channels);
-                    let pix = if mirror {
-                        pix - pix % w + (w - 1 - pix % w)
-                    } else {
-                        pix
-                    };
-                    planes[c * h * w + pix] = f32::from(v) / 255.0;
+                    let (y, x) = (pix / w, pix % w);
+                    let x = if mirror { w - 1 - x } else { x };
+                    planes[c * h * w + y * w + x] = f32::from(v) / 255.0;
                 }
                 let mut at = k * npos * d;
                 for &y in &rows {
@@ -467,8 +464,9 @@ impl Encoder {
             .collect();
         let group = 2 * rayon::current_num_threads();
         let mut prog = Progress::new(label, end.saturating_sub(range.start), "images");
+        // Each image as it is, then mirrored.
+        let views: &[bool] = if flip { &[false, true] } else { &[false] };
         for g in tiles.chunks(group) {
-            let views: &[bool] = if flip { &[false, true] } else { &[false] };
             let feats: Vec<Vec<Array2<f32>>> = g
                 .par_iter()
                 .map(|&(lo, hi)| {
@@ -480,23 +478,24 @@ impl Encoder {
                 .collect();
             set.release();
             for (&(lo, hi), f) in g.iter().zip(feats) {
-                for v in &f {
-                    if let Some(k) = v
+                for (feats, &mirrored) in f.iter().zip(views) {
+                    if let Some(k) = feats
                         .rows()
                         .into_iter()
                         .position(|r| r.iter().any(|v| !v.is_finite()))
                     {
                         return Err(Error::Numeric(format!(
-                            "features of image {} of {} are not finite",
+                            "features of image {}{} of {} are not finite",
                             lo + k,
+                            if mirrored { " (mirrored)" } else { "" },
                             set.name().display()
                         )));
                     }
                 }
                 for (k, i) in (lo..hi).enumerate() {
-                    for v in &f {
+                    for feats in &f {
                         w.push(
-                            v.row(k).as_slice().expect("contiguous"),
+                            feats.row(k).as_slice().expect("contiguous"),
                             &[i as u32, labels[i].into()],
                         )?;
                     }

@@ -533,8 +533,8 @@ impl Store {
         self.feature_column(1, "labels")
     }
 
-    /// The image number of each row of a feature store (its first u32 column): a
-    /// training image encoded with its mirror has two rows with the same number.
+    /// The image number of each row of a feature store (its first u32 column): an
+    /// image encoded with its mirror has two rows with the same number.
     pub fn images(&self) -> Result<Vec<u32>> {
         self.feature_column(0, "image numbers")
     }

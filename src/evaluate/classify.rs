@@ -103,7 +103,13 @@ pub fn evaluate(
         || images.is_some_and(|g| g.len() != ytr.len())
         || test_images.is_some_and(|g| g.len() != yte.len())
     {
-        return Err(Error::Classifier("rows and labels differ in number".into()));
+        return Err(Error::Classifier(format!(
+            "{} ({} rows) or {} ({} rows): labels or image numbers differ in number",
+            xtr.origin(),
+            xtr.rows(),
+            xte.origin(),
+            xte.rows()
+        )));
     }
     let all: Vec<usize> = (0..xte.rows()).collect();
     let runs = linear::image_runs(&all, test_images);

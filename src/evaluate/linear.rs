@@ -929,8 +929,12 @@ pub fn fit(
     let mut validation = Vec::new();
     let mut iterations = 0;
     let mut best = (l2s[0], f64::NEG_INFINITY, zero.clone());
-    let split_rows = holdout(n, images, p.validation, p.seed);
-    if let (true, Some((fit_rows, val_rows))) = (l2s.len() > 1, split_rows) {
+    let split_rows = if l2s.len() > 1 {
+        holdout(n, images, p.validation, p.seed)
+    } else {
+        None
+    };
+    if let Some((fit_rows, val_rows)) = split_rows {
         let held = val_rows.len();
         let truth: Vec<u32> = image_runs(&val_rows, images)
             .into_iter()

@@ -328,12 +328,12 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
     }
     let enc = Encoding::new(d, code, shape, p, &cfg.features.steps, widest);
     let tile = fit_encoding(&enc, budget)?;
-    // Mirrored training images are rows of their own.
-    let rows = if cfg.features.flip { 2 * train } else { train };
+    // Mirrored images are rows of their own.
+    let views = if cfg.features.flip { 2 } else { 1 };
     let mut classify = classify_bytes(
         &cfg.classify.classifiers,
-        rows as u64,
-        test as u64,
+        (views * train) as u64,
+        (views * test) as u64,
         widest,
         classes as u64,
     );

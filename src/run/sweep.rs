@@ -461,11 +461,11 @@ pub fn run_share(runs: &[SweepRun], comm: &dyn Comm) -> Result<()> {
 }
 
 /// Runs, as local worker `index` of `sae sweep --jobs N` on the sweep in folder `root`,
-/// the runs that no other worker has claimed in this invocation of the sweep, taking the next unclaimed group whenever
-/// one is done, so a worker that finishes early takes more work. A group is the runs
-/// that share a checkpoint lineage (and so a checkpoint database, model and feature
-/// files); groups that share a patch store run side by side, the store built once
-/// under its lock.
+/// the runs that no other worker has claimed in this invocation of the sweep, taking
+/// the next unclaimed group whenever one is done, so a worker that finishes early
+/// takes more work. A group is the runs that share a checkpoint lineage (and so a
+/// checkpoint database, model and feature files); groups that share a patch store run
+/// side by side, the store built once under its lock.
 pub fn run_claimed(root: &Path, runs: &[SweepRun], index: usize) -> Result<()> {
     let n = runs.len();
     let lineages = groups(runs, |h| h.lineage);
