@@ -84,11 +84,7 @@ images = sum(int(n) for n in re.findall(r"^encode [^:]*: (\d+) images in", text,
 per = (32 - round((d / 3) ** 0.5) + 1) ** 2
 flops_enc = 2 * images * per * d * h
 wall = re.search(r"Elapsed \(wall clock\) time.*: (.*)$", text, re.M).group(1)
-# sae resets the kernel's peak at each stage to measure it, so /usr/bin/time sees the
-# last stage's only: the run's peak is the largest of its stage peaks.
-rss = max(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)),
-          max((int(m) * 1024 for m in re.findall(r"^memory: \S+ peak (\d+) MiB", text, re.M)),
-              default=0))
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
 acc = re.findall(r"^classify:\s+(\S+)\s+(\S+)\s+accuracy ([\d.]+)(?:.*validation ([\d.]+))?", text, re.M)
 print(f"== {name}: wall {wall}, peak RSS {rss / 1024:.0f} MiB")
 for k, v in stage.items():

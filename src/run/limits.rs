@@ -8,8 +8,6 @@
 //! gradient partials, optimiser history, feature matrices) plus a fixed allowance for
 //! the program itself; they are upper bounds, not measurements.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::data::ingest::Shape;
 use crate::data::patches::{grid, SAMPLE_CHUNK};
 use crate::encode::{Mode, FEATURE_BATCH, TILE_ROWS};
@@ -375,38 +373,78 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
     })
 }
 
-static PEAK_KB: AtomicU64 = AtomicU64::new(0);
+/// What the sampler has seen: (generation, stage peak, run peak), KiB. A new stage or
+/// run bumps the generation, so a reading taken before it cannot count after it.
+static SEEN: std::sync::Mutex<(u64, u64, u64)> = std::sync::Mutex::new((0, 0, 0));
+static SAMPLER: std::sync::Once = std::sync::Once::new();
 
-fn vm_hwm_kb() -> u64 {
+/// How often the sampler reads the resident set.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn status_kb(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
 }
 
-/// Gives freed heap back and resets the kernel's peak (VmHWM) to what is resident
-/// now (Linux `clear_refs`); returns that, KiB.
-fn reset_hwm() -> u64 {
+fn rss_kb() -> u64 {
+    status_kb("VmRSS:")
+}
+
+fn hwm_kb() -> u64 {
+    status_kb("VmHWM:")
+}
+
+fn seen() -> std::sync::MutexGuard<'static, (u64, u64, u64)> {
+    SEEN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the thread that samples the resident set for stages that stay below the
+/// process's earlier peak. The kernel's own peak (VmHWM) is never reset, so what a
+/// measure from outside sees (`/usr/bin/time`, `getrusage`) is the whole run's.
+fn start_sampler() {
+    SAMPLER.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn(|| loop {
+                let generation = seen().0;
+                let kb = rss_kb();
+                let mut s = seen();
+                if s.0 == generation {
+                    s.1 = s.1.max(kb);
+                    s.2 = s.2.max(kb);
+                }
+                drop(s);
+                std::thread::sleep(SAMPLE_EVERY);
+            });
+    });
+}
+
+/// Gives freed heap back and returns what is resident now, KiB.
+fn settle() -> u64 {
     crate::mmap::release_free_heap();
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    vm_hwm_kb()
+    rss_kb()
 }
 
 /// Starts the peak of [`peak_rss_kb`] afresh (at the start of a run).
 pub fn reset_peak() {
-    PEAK_KB.store(reset_hwm(), Ordering::Relaxed);
+    start_sampler();
+    let now = settle();
+    let mut s = seen();
+    *s = (s.0 + 1, now, now);
 }
 
-/// Peak resident set of this process (VmHWM, over every measured stage) since the
-/// start or the last [`reset_peak`], KiB.
+/// Peak resident set of this process over every measured stage and the sampler's
+/// readings since the start or the last [`reset_peak`], KiB.
 pub fn peak_rss_kb() -> u64 {
-    let now = vm_hwm_kb();
-    PEAK_KB.fetch_max(now, Ordering::Relaxed).max(now)
+    let now = rss_kb();
+    seen().2.max(now)
 }
 
 /// The stage the process is in, for naming where a run failed.
@@ -428,30 +466,49 @@ pub struct Stage {
     estimate: u64,
     budget: u64,
     start_kb: u64,
+    start_hwm_kb: u64,
 }
 
 impl Stage {
-    /// Starts measuring: the process's peak is reset (Linux `clear_refs`), so what
-    /// [`Stage::end`] reads is this stage's own peak. Earlier peaks are kept for
-    /// [`peak_rss_kb`].
+    /// Starts measuring the stage's own peak: freed heap is given back first, so what
+    /// earlier stages left behind is not counted twice.
     pub fn begin(name: &'static str, plan: &Plan, budget: u64) -> Stage {
         enter(name);
-        PEAK_KB.fetch_max(vm_hwm_kb(), Ordering::Relaxed);
-        let start_kb = reset_hwm();
+        start_sampler();
+        let start_kb = settle();
+        let start_hwm_kb = hwm_kb();
+        {
+            let mut s = seen();
+            s.0 += 1;
+            s.1 = start_kb;
+            s.2 = s.2.max(start_kb);
+        }
         let estimate = plan.stages.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
         Stage {
             name,
             estimate,
             budget,
             start_kb,
+            start_hwm_kb,
         }
     }
 
     /// Reads the stage's peak and reports it next to the estimate and the budget;
     /// returns the peak in bytes. Going over the budget is said, not hidden.
     pub fn end(self) -> u64 {
-        let kb = vm_hwm_kb();
-        PEAK_KB.fetch_max(kb, Ordering::Relaxed);
+        let hwm = hwm_kb();
+        let kb = {
+            let mut s = seen();
+            // A stage that raised the process's peak has that peak, exactly; one that
+            // stayed below it has the largest reading of the sampler (or now).
+            let kb = if hwm > self.start_hwm_kb {
+                hwm
+            } else {
+                s.1.max(rss_kb())
+            };
+            s.2 = s.2.max(kb);
+            kb
+        };
         let peak = kb * 1024;
         let budget = if self.budget > 0 {
             format!(", budget {}", mib(self.budget))
