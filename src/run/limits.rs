@@ -373,9 +373,19 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
     })
 }
 
-/// What the sampler has seen: (generation, stage peak, run peak), KiB. A new stage or
-/// run bumps the generation, so a reading taken before it cannot count after it.
-static SEEN: std::sync::Mutex<(u64, u64, u64)> = std::sync::Mutex::new((0, 0, 0));
+/// Peaks seen so far, KiB. A new stage or run bumps the generation, so a reading the
+/// sampler took before it cannot count after it.
+struct Seen {
+    generation: u64,
+    stage_kb: u64,
+    run_kb: u64,
+}
+
+static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Seen {
+    generation: 0,
+    stage_kb: 0,
+    run_kb: 0,
+});
 static SAMPLER: std::sync::Once = std::sync::Once::new();
 
 /// How often the sampler reads the resident set.
@@ -401,7 +411,7 @@ fn hwm_kb() -> u64 {
     status_kb("VmHWM:")
 }
 
-fn seen() -> std::sync::MutexGuard<'static, (u64, u64, u64)> {
+fn seen() -> std::sync::MutexGuard<'static, Seen> {
     SEEN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -413,12 +423,12 @@ fn start_sampler() {
         let _ = std::thread::Builder::new()
             .name("rss-sampler".into())
             .spawn(|| loop {
-                let generation = seen().0;
+                let generation = seen().generation;
                 let kb = rss_kb();
                 let mut s = seen();
-                if s.0 == generation {
-                    s.1 = s.1.max(kb);
-                    s.2 = s.2.max(kb);
+                if s.generation == generation {
+                    s.stage_kb = s.stage_kb.max(kb);
+                    s.run_kb = s.run_kb.max(kb);
                 }
                 drop(s);
                 std::thread::sleep(SAMPLE_EVERY);
@@ -437,14 +447,16 @@ pub fn reset_peak() {
     start_sampler();
     let now = settle();
     let mut s = seen();
-    *s = (s.0 + 1, now, now);
+    s.generation += 1;
+    s.stage_kb = now;
+    s.run_kb = now;
 }
 
 /// Peak resident set of this process over every measured stage and the sampler's
 /// readings since the start or the last [`reset_peak`], KiB.
 pub fn peak_rss_kb() -> u64 {
     let now = rss_kb();
-    seen().2.max(now)
+    seen().run_kb.max(now)
 }
 
 /// The stage the process is in, for naming where a run failed.
@@ -479,9 +491,9 @@ impl Stage {
         let start_hwm_kb = hwm_kb();
         {
             let mut s = seen();
-            s.0 += 1;
-            s.1 = start_kb;
-            s.2 = s.2.max(start_kb);
+            s.generation += 1;
+            s.stage_kb = start_kb;
+            s.run_kb = s.run_kb.max(start_kb);
         }
         let estimate = plan.stages.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
         Stage {
@@ -504,9 +516,9 @@ impl Stage {
             let kb = if hwm > self.start_hwm_kb {
                 hwm
             } else {
-                s.1.max(rss_kb())
+                s.stage_kb.max(rss_kb())
             };
-            s.2 = s.2.max(kb);
+            s.run_kb = s.run_kb.max(kb);
             kb
         };
         let peak = kb * 1024;
