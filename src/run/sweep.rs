@@ -39,7 +39,8 @@
 //! the stage it stopped in), the table gives it a row with status `failed`, and the
 //! next run starts. Running the sweep again skips finished runs, retries failed ones and
 //! resumes interrupted ones (a killed run leaves `running.json` naming a process that
-//! is gone: neither finished nor failed).
+//! is gone, or whose id a later process took, told apart by its start time: neither
+//! finished nor failed).
 
 use std::path::{Path, PathBuf};
 
@@ -298,7 +299,7 @@ pub struct Failure {
 
 /// File of a failed run, beside where `done.json` would be.
 pub const FAILED: &str = "failed.json";
-/// File of a run in progress: the process id that runs it.
+/// File of a run in progress: the process that runs it ([`Runner`]).
 pub const RUNNING: &str = "running.json";
 /// File of a run in progress: its latest progress ([`crate::progress::Snapshot`]).
 pub const PROGRESS: &str = "progress.json";
@@ -346,9 +347,9 @@ impl Status {
             ));
         }
         if let Some(b) = read(RUNNING) {
-            let pid: u32 = serde_json::from_slice(&b).map_err(|e| unreadable(RUNNING, e))?;
-            return Ok(if alive(pid) {
-                Status::Running(pid)
+            let r: Runner = serde_json::from_slice(&b).map_err(|e| unreadable(RUNNING, e))?;
+            return Ok(if r.alive() {
+                Status::Running(r.pid)
             } else {
                 Status::Interrupted
             });
@@ -362,17 +363,65 @@ impl Status {
     }
 }
 
-/// Whether process `pid` exists (and is not a zombie) on this machine.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
+/// The process that runs a run, as `running.json` records it. Its start time tells a
+/// live runner from a later process that got the same id after the runner was killed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RunnerFile")]
+pub struct Runner {
+    /// Process id.
+    pub pid: u32,
+    /// When the process started, in clock ticks since boot (`/proc/<pid>/stat`); `None`
+    /// where the file did not say (written by an older build: the id alone decides).
+    pub started: Option<u64>,
+}
+
+/// `running.json` as older builds wrote it (a bare process id) or as it is now.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RunnerFile {
+    Pid(u32),
+    Runner { pid: u32, started: Option<u64> },
+}
+
+impl From<RunnerFile> for Runner {
+    fn from(f: RunnerFile) -> Runner {
+        match f {
+            RunnerFile::Pid(pid) => Runner { pid, started: None },
+            RunnerFile::Runner { pid, started } => Runner { pid, started },
+        }
+    }
+}
+
+impl Runner {
+    /// This process.
+    pub fn me() -> Runner {
+        let pid = std::process::id();
+        Runner {
+            pid,
+            started: proc_stat(pid).map(|(_, t)| t),
+        }
+    }
+
+    /// Whether the process still runs on this machine: it exists, is not a zombie, and
+    /// (where recorded) started when the runner did.
+    pub fn alive(&self) -> bool {
+        match proc_stat(self.pid) {
+            Some((state, started)) => state != 'Z' && self.started.is_none_or(|t| t == started),
+            None => false,
+        }
+    }
+}
+
+/// State and start time (clock ticks since boot) of process `pid`, from
+/// `/proc/<pid>/stat`; `None` when there is no such process.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after it are
+    // counted from its last ')'. State is field 3, start time field 22.
+    let mut rest = s.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let started = rest.nth(18)?.parse().ok()?;
+    Some((state, started))
 }
 
 /// What a sweep did: its folder and how many of its runs failed.
@@ -546,8 +595,8 @@ pub fn finish(root: PathBuf, runs: &[SweepRun]) -> Result<SweepOutcome> {
 fn run_one(r: &SweepRun, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     let _ = std::fs::remove_file(dir.join(FAILED));
-    let pid = serde_json::to_vec(&std::process::id()).expect("pid serialises");
-    crate::fsio::write_atomic(&dir.join(RUNNING), &pid)?;
+    let me = serde_json::to_vec(&Runner::me()).expect("runner serialises");
+    crate::fsio::write_atomic(&dir.join(RUNNING), &me)?;
     let (t, started) = (std::time::Instant::now(), crate::run::stamp::now());
     // The run's latest progress, for `sae status`; kept afterwards, so an interrupted
     // run shows where it stopped.
@@ -769,9 +818,20 @@ mod tests {
         child.wait().unwrap();
         std::fs::write(d.path().join(RUNNING), gone.to_string()).unwrap();
         assert_eq!(Status::of(d.path()).unwrap().word(), "interrupted");
+        // A bare id, as older builds wrote it, still reads.
         let me = std::process::id();
         std::fs::write(d.path().join(RUNNING), me.to_string()).unwrap();
         assert!(matches!(Status::of(d.path()).unwrap(), Status::Running(p) if p == me));
+        let runner = serde_json::to_vec(&Runner::me()).unwrap();
+        std::fs::write(d.path().join(RUNNING), &runner).unwrap();
+        assert!(matches!(Status::of(d.path()).unwrap(), Status::Running(p) if p == me));
+        // The same id with another start time is a later process, not the runner.
+        let mut reused = Runner::me();
+        reused.started = reused.started.map(|t| t + 1);
+        assert!(reused.started.is_some(), "this process's start time reads");
+        let reused = serde_json::to_vec(&reused).unwrap();
+        std::fs::write(d.path().join(RUNNING), &reused).unwrap();
+        assert_eq!(Status::of(d.path()).unwrap().word(), "interrupted");
         std::fs::write(d.path().join(DONE), "{").unwrap();
         let e = Status::of(d.path()).unwrap_err().to_string();
         assert!(e.contains("done.json"), "{e}");
