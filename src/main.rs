@@ -642,7 +642,11 @@ fn cmd_show(
     let m = Model::load(model)?;
     let store = patches.map(|p| Store::open(p, Kind::Patches)).transpose()?;
     sae::report::show::draw_model(&m, out, store.as_ref().map(|s| (s, patches_out)))?;
-    println!("wrote {}", out.display());
+    println!(
+        "wrote {} (first layer of a model by learner {})",
+        out.display(),
+        m.header.learner().name()
+    );
     if store.is_some() {
         println!("wrote {}", patches_out.display());
     }

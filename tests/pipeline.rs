@@ -192,6 +192,7 @@ fn damaged_model_is_refused() {
             config: String::new(),
             iterations: 0,
             stop: String::new(),
+            learner: None,
         },
         net,
     };
@@ -430,6 +431,7 @@ fn random_patch_dictionary_runs_end_to_end() {
         assert!(results[0].accuracy.is_finite());
         assert_eq!(results[0].stop, sae::learn::dictionary::RANDOM_PATCHES);
         let m = sae::learn::model::Model::load(&dir.join("model.sae")).unwrap();
+        assert_eq!(m.header.learner, Some(sae::learn::model::Learner::Random));
         let store = sae::data::store::Store::open(
             &dir.join("patches.arrow"),
             sae::data::store::Kind::Patches,
@@ -505,6 +507,7 @@ fn omp1_improves_on_its_random_start() {
         (learned.header.iterations, learned.header.stop.as_str()),
         (5, "omp-1")
     );
+    assert_eq!(learned.header.learner(), sae::learn::model::Learner::Omp1);
     let again = sae::learn::dictionary::omp1(&store, 30, 5, 7, None)
         .unwrap()
         .0;

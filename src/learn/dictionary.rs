@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::store::{PatchMeta, Store};
 use crate::error::{Error, Result};
 use crate::learn::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
-use crate::learn::model::{Header, Model};
+use crate::learn::model::{Header, Learner, Model};
 use crate::learn::sae::{Architecture, Decoder, Network};
 use crate::rng::{stream, Stream};
 
@@ -42,7 +42,7 @@ pub fn random_patches(store: &Store, hidden: usize, seed: u64) -> Result<Model> 
     Ok(dictionary_model(
         atoms,
         PatchMeta::of(store)?,
-        RANDOM_PATCHES,
+        Learner::Random,
         0,
     ))
 }
@@ -236,14 +236,24 @@ pub fn omp1(
         bar.inc(1);
     }
     bar.finish();
-    let mut model = dictionary_model(atoms, PatchMeta::of(store)?, OMP1, passes);
+    let mut model = dictionary_model(atoms, PatchMeta::of(store)?, Learner::Omp1, passes);
     model.header.loss = trace.last().map_or(f64::NAN, |p| p.loss);
     Ok((model, trace))
 }
 
 /// A one-hidden-layer model whose first-layer rows are `atoms` (the decoder their
-/// transpose, biases zero), made by the learner named `stop` in `iterations` passes.
-fn dictionary_model(atoms: Array2<f32>, meta: PatchMeta, stop: &str, iterations: usize) -> Model {
+/// transpose, biases zero), made by `learner` in `iterations` passes.
+fn dictionary_model(
+    atoms: Array2<f32>,
+    meta: PatchMeta,
+    learner: Learner,
+    iterations: usize,
+) -> Model {
+    let stop = match learner {
+        Learner::Random => RANDOM_PATCHES,
+        Learner::Omp1 => OMP1,
+        Learner::Autoencoder => unreachable!("an autoencoder is trained, not drawn"),
+    };
     let (hidden, d) = atoms.dim();
     let arch = Architecture::new(d, &[hidden], None, Decoder::Linear).expect("valid shape");
     let mut theta = vec![0f32; arch.n_params()];
@@ -263,6 +273,7 @@ fn dictionary_model(atoms: Array2<f32>, meta: PatchMeta, stop: &str, iterations:
             config: String::new(),
             iterations,
             stop: stop.into(),
+            learner: Some(learner),
         },
         net: Network { arch, theta },
     }

@@ -40,6 +40,51 @@ pub struct Header {
     /// Why training stopped (empty: not recorded).
     #[serde(default)]
     pub stop: String,
+    /// What made the code layer. `None` only in files written before the field, where
+    /// [`Header::learner`] reads it from `stop`.
+    #[serde(default)]
+    pub learner: Option<Learner>,
+}
+
+impl Header {
+    /// What made the code layer.
+    pub fn learner(&self) -> Learner {
+        self.learner.unwrap_or(match self.stop.as_str() {
+            crate::learn::dictionary::OMP1 => Learner::Omp1,
+            crate::learn::dictionary::RANDOM_PATCHES => Learner::Random,
+            _ => Learner::Autoencoder,
+        })
+    }
+}
+
+/// What makes the code layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Learner {
+    /// The sparse autoencoder, trained by `[train]`.
+    #[default]
+    Autoencoder,
+    /// `hidden` random patches of the store at unit norm (Coates & Ng 2011's baseline).
+    Random,
+    /// OMP-1 (spherical k-means) from random patches, `passes` passes over the store.
+    Omp1,
+}
+
+impl Learner {
+    /// Whether this is the default (left out of the config's hash, so configs from
+    /// before the key keep their cache names).
+    pub fn is_autoencoder(&self) -> bool {
+        *self == Learner::Autoencoder
+    }
+
+    /// The name configs use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Learner::Autoencoder => "autoencoder",
+            Learner::Random => "random",
+            Learner::Omp1 => "omp1",
+        }
+    }
 }
 
 /// JSON has no NaN: serde_json writes it as null, read back here.
@@ -169,5 +214,47 @@ fn check_header(h: &Header, param_bytes: usize) -> std::result::Result<(), Strin
     match count.and_then(|c| c.checked_mul(4)) {
         Some(b) if b == param_bytes => Ok(()),
         _ => Err("parameter block does not match the architecture".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files from before the `learner` field name a dictionary learner only in `stop`.
+    #[test]
+    fn an_older_header_says_its_learner_by_its_stop_reason() {
+        let arch = Architecture::new(4, &[2], None, crate::learn::sae::Decoder::Linear).unwrap();
+        let mut h = Header {
+            arch,
+            norm: Normaliser::Ufldl { pstd: 0.3 },
+            patch: 2,
+            channels: 1,
+            loss: f64::NAN,
+            config: String::new(),
+            iterations: 3,
+            stop: crate::learn::dictionary::OMP1.into(),
+            learner: Some(Learner::Omp1),
+        };
+        let older = |h: &Header| -> Header {
+            let mut v = serde_json::to_value(h).unwrap();
+            v.as_object_mut().unwrap().remove("learner");
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(older(&h).learner(), Learner::Omp1);
+        h.stop = crate::learn::dictionary::RANDOM_PATCHES.into();
+        assert_eq!(older(&h).learner(), Learner::Random);
+        h.stop = "MaxIter".into();
+        assert_eq!(older(&h).learner(), Learner::Autoencoder);
+        // A recorded learner is what the header says, whatever `stop` holds.
+        let back: Header = serde_json::from_value(serde_json::to_value(&h).unwrap()).unwrap();
+        assert_eq!(back.learner(), Learner::Omp1);
+        for l in [Learner::Autoencoder, Learner::Random, Learner::Omp1] {
+            assert_eq!(
+                serde_json::to_value(l).unwrap(),
+                l.name(),
+                "the config's name"
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::learn::checkpoint::{Checkpoint, Checkpoints, OptState, TracePoint};
 use crate::learn::minibatch::{
     probe_lr, run_epoch, steps_per_epoch, MinibatchParams, MinibatchState,
 };
-use crate::learn::model::{Header, Model};
+use crate::learn::model::{Header, Learner, Model};
 use crate::learn::optim::{LbfgsParams, LbfgsState, Stop};
 use crate::learn::sae::objective::{ObjectiveSpec, Penalty};
 use crate::learn::sae::{Architecture, Network};
@@ -182,6 +182,7 @@ pub fn train_resumable(
                 config: String::new(),
                 iterations,
                 stop: stop.clone(),
+                learner: Some(Learner::Autoencoder),
             },
             net,
         },

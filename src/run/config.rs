@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::learn::model::Learner;
+
 use crate::data::ingest::synth::Layout;
 use crate::data::ingest::Format;
 use crate::data::preprocess::NormSpec;
@@ -320,27 +322,6 @@ pub struct ModelConfig {
     pub lambda: f64,
     /// Sparsity weight β.
     pub beta: f64,
-}
-
-/// What makes the code layer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Learner {
-    /// The sparse autoencoder, trained by `[train]`.
-    #[default]
-    Autoencoder,
-    /// `hidden` random patches of the store at unit norm (Coates & Ng 2011's baseline).
-    Random,
-    /// OMP-1 (spherical k-means) from random patches, `passes` passes over the store.
-    Omp1,
-}
-
-impl Learner {
-    /// Whether this is the default (left out of the config's hash, so configs from
-    /// before the key keep their cache names).
-    pub fn is_autoencoder(&self) -> bool {
-        *self == Learner::Autoencoder
-    }
 }
 
 /// Default OMP-1 passes (left out of the config's hash).
