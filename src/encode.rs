@@ -35,9 +35,19 @@ use crate::progress::Progress;
 /// [`Encoder::with_tile_rows`]): a tile holds this many patches (at least one image).
 pub const TILE_ROWS: usize = 4096;
 
-/// Rows per record batch of a feature store: the writer holds one batch (and its
+/// Most rows per record batch of a feature store: the writer holds one batch (and its
 /// encoded copy while writing it).
 pub const FEATURE_BATCH: usize = 4096;
+
+/// Most bytes of one feature batch's values. Wide rows get fewer rows per batch, so
+/// that the writer's batch stays small beside the tiles: at 4,096 rows, 8,000 units'
+/// 64,000 pooled features made a 1 GiB batch, most of the encoder's peak.
+pub const FEATURE_BATCH_BYTES: usize = 32 << 20;
+
+/// Rows per record batch of a feature store whose rows hold `width` values.
+pub fn feature_batch_rows(width: usize) -> usize {
+    (FEATURE_BATCH_BYTES / (4 * width.max(1))).clamp(1, FEATURE_BATCH)
+}
 
 /// How an image's patch codes become its feature vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -266,6 +276,16 @@ impl Encoder {
         self.code * self.kind.width()
     }
 
+    /// Values per patch of the widest layer up to the code layer (what a tile's
+    /// activations hold per row at most).
+    pub fn widest_layer(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(w, _)| w.nrows())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// What [`Encoder::tile`] pools for raw patch rows `x`: the code layer's
     /// pre-activation, which [`Code::add_code`] turns into codes as it pools them, or
     /// for the triangle code (which needs a whole row of distances first) the codes
@@ -456,7 +476,8 @@ impl Encoder {
         }
         .entries();
         let dim = self.feature_dim(s, step, mode);
-        let mut w = StoreWriter::create(path, Kind::Features, dim, FEATURE_BATCH, &meta)?;
+        let rows = feature_batch_rows(dim);
+        let mut w = StoreWriter::create(path, Kind::Features, dim, rows, &meta)?;
         let end = range.end.min(set.len());
         let tiles: Vec<(usize, usize)> = (range.start..end)
             .step_by(per_tile)
@@ -519,7 +540,8 @@ pub fn write_raw(set: &ImageSet, path: &Path) -> Result<usize> {
         mode: "raw".into(),
     }
     .entries();
-    let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), FEATURE_BATCH, &meta)?;
+    let rows = feature_batch_rows(s.pixels());
+    let mut w = StoreWriter::create(path, Kind::Features, s.pixels(), rows, &meta)?;
     let mut hwc = vec![0u8; s.pixels()];
     let mut row = vec![0f32; s.pixels()];
     for (i, &label) in labels.iter().enumerate() {
@@ -650,6 +672,19 @@ mod tests {
             .iter()
             .zip(&fb)
             .any(|(x, y)| (x - y).abs() > 1e-2 * scale));
+    }
+
+    /// A feature batch holds at most [`FEATURE_BATCH_BYTES`] of values (at least one
+    /// row), and narrow rows keep [`FEATURE_BATCH`] rows.
+    #[test]
+    fn wide_feature_rows_make_smaller_batches() {
+        assert_eq!(feature_batch_rows(12), FEATURE_BATCH);
+        for width in [12_800, 32_000, 64_000, 3_000_000, FEATURE_BATCH_BYTES] {
+            let rows = feature_batch_rows(width);
+            assert!(rows >= 1 && rows * width * 4 <= FEATURE_BATCH_BYTES.max(width * 4));
+            assert!(rows < FEATURE_BATCH, "{width}: {rows}");
+        }
+        assert_eq!(feature_batch_rows(64_000), 131);
     }
 
     /// A flipped feature file holds each image's row and then its mirror's, under the

@@ -668,7 +668,7 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
     let shape = ds.train.shape();
     let plan = sae::run::limits::plan_encoding(
         d,
-        enc.code_width() as u64,
+        enc.widest_layer() as u64,
         shape,
         m.header.patch,
         a.step,

@@ -10,7 +10,7 @@
 
 use crate::data::ingest::Shape;
 use crate::data::patches::{grid, SAMPLE_CHUNK};
-use crate::encode::{Mode, FEATURE_BATCH, TILE_ROWS};
+use crate::encode::{feature_batch_rows, Mode, TILE_ROWS};
 use crate::error::{Error, Result};
 use crate::evaluate::classify::Classifier;
 use crate::learn::sae::objective::{BLOCK, CACHE_BYTES};
@@ -69,12 +69,12 @@ pub fn sampling_bytes(d: u64, image_bytes: u64, chunk: u64) -> u64 {
     (SAMPLE_CHUNK as u64) * d * 4 * 3 + d * d * 8 * 3 + mapped + chunk * (d + 3) * 4 * 2
 }
 
-/// What encoding images of `shape` at `steps` with patches of side `patch` into
-/// `code` features per patch involves.
+/// What encoding images of `shape` at `steps` with patches of side `patch` through
+/// layers at most `act` wide involves.
 #[derive(Clone, Copy, Debug)]
 struct Encoding {
     d: u64,
-    code: u64,
+    act: u64,
     /// Bytes per image.
     image: u64,
     /// Fewest patch positions per image over the steps (most images per tile).
@@ -86,12 +86,12 @@ struct Encoding {
 }
 
 impl Encoding {
-    fn new(d: u64, code: u64, shape: Shape, patch: usize, steps: &[usize], width: u64) -> Encoding {
+    fn new(d: u64, act: u64, shape: Shape, patch: usize, steps: &[usize], width: u64) -> Encoding {
         let pos =
             |s| (grid(shape.height, patch, s).len() * grid(shape.width, patch, s).len()) as u64;
         Encoding {
             d,
-            code,
+            act,
             image: shape.pixels() as u64,
             positions: steps.iter().map(|&s| pos(s)).min().unwrap_or(1).max(1),
             most: pos(1),
@@ -99,14 +99,17 @@ impl Encoding {
         }
     }
 
-    /// Peak with tiles of `tile` patch rows: two tiles per thread in flight (patches
-    /// and codes), the mapped image pages they read (fault-around included), and the
-    /// feature store's batch of [`FEATURE_BATCH`] rows with its encoded copy.
+    /// Peak with tiles of `tile` patch rows: each thread's tile in progress (its
+    /// patches and two layers' activations, the most alive at once), a group of two
+    /// tiles per thread finished or in flight (feature rows, and the mapped image pages
+    /// they read, fault-around included), and the feature store's batch
+    /// ([`feature_batch_rows`]) with its encoded copy.
     fn bytes(&self, tile: u64) -> u64 {
         let threads = rayon::current_num_threads().max(1) as u64;
         let images = (tile / self.positions).max(1);
-        2 * threads * (tile * (self.d + self.code) * 4 * 2 + images * (self.image + FAULT_AROUND))
-            + FEATURE_BATCH as u64 * self.width * 4 * 2
+        threads * tile * (self.d + 2 * self.act) * 4
+            + 2 * threads * images * (self.width * 4 + self.image + FAULT_AROUND)
+            + feature_batch_rows(self.width as usize) as u64 * self.width * 4 * 2
     }
 }
 
@@ -229,12 +232,12 @@ pub fn plan_sampling(d: u64, image_bytes: u64, chunk: u64, budget: u64) -> Resul
     })
 }
 
-/// Plan of encoding alone (`sae encode`): patches of `d` values, `code` features per
-/// patch, images of `shape` with patches of side `patch` at `step`, rows of `width`
-/// features.
+/// Plan of encoding alone (`sae encode`): patches of `d` values through layers at
+/// most `act` wide up to the code layer, images of `shape` with patches of side
+/// `patch` at `step`, rows of `width` features.
 pub fn plan_encoding(
     d: u64,
-    code: u64,
+    act: u64,
     shape: Shape,
     patch: usize,
     step: usize,
@@ -242,7 +245,7 @@ pub fn plan_encoding(
     budget: u64,
 ) -> Result<Plan> {
     check_base(budget)?;
-    let e = Encoding::new(d, code, shape, patch, &[step], width);
+    let e = Encoding::new(d, act, shape, patch, &[step], width);
     let tile = fit_encoding(&e, budget)?;
     Ok(Plan {
         cache_bytes: CACHE_BYTES,
@@ -324,7 +327,8 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
             });
         }
     }
-    let enc = Encoding::new(d, code, shape, p, &cfg.features.steps, widest);
+    let act = hidden.iter().take(sparse).copied().max().unwrap_or(1) as u64;
+    let enc = Encoding::new(d, act, shape, p, &cfg.features.steps, widest);
     let tile = fit_encoding(&enc, budget)?;
     // Mirrored images are rows of their own.
     let views = if cfg.features.flip { 2 } else { 1 };
