@@ -673,6 +673,7 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
         m.header.patch,
         a.step,
         enc.feature_dim(shape, a.step, a.mode) as u64,
+        a.flip,
         budget,
     )?;
     let enc = enc.with_tile_rows(plan.tile_rows);

@@ -81,12 +81,24 @@ struct Encoding {
     positions: u64,
     /// Positions at step 1 (the smallest tile that holds one image).
     most: u64,
+    /// Most patch positions per image over the steps (a tile holds at least one image).
+    largest: u64,
     /// Widest feature row written.
     width: u64,
+    /// Rows per image: 2 when each image is also encoded mirrored.
+    views: u64,
 }
 
 impl Encoding {
-    fn new(d: u64, act: u64, shape: Shape, patch: usize, steps: &[usize], width: u64) -> Encoding {
+    fn new(
+        d: u64,
+        act: u64,
+        shape: Shape,
+        patch: usize,
+        steps: &[usize],
+        width: u64,
+        views: u64,
+    ) -> Encoding {
         let pos =
             |s| (grid(shape.height, patch, s).len() * grid(shape.width, patch, s).len()) as u64;
         Encoding {
@@ -95,20 +107,24 @@ impl Encoding {
             image: shape.pixels() as u64,
             positions: steps.iter().map(|&s| pos(s)).min().unwrap_or(1).max(1),
             most: pos(1),
+            largest: steps.iter().map(|&s| pos(s)).max().unwrap_or(1),
             width,
+            views,
         }
     }
 
-    /// Peak with tiles of `tile` patch rows: each thread's tile in progress (its
-    /// patches and two layers' activations, the most alive at once), a group of two
-    /// tiles per thread finished or in flight (feature rows, and the mapped image pages
-    /// they read, fault-around included), and the feature store's batch
+    /// Peak with tiles of `tile` patch rows (or one image's, if more): each thread's
+    /// tile in progress (its patches, a whitened copy or two layers' activations, and
+    /// the image it is cutting as bytes and f32 planes), a group of two tiles per
+    /// thread finished or in flight (the feature rows of every view, and the mapped
+    /// image pages they read, fault-around included), and the feature store's batch
     /// ([`feature_batch_rows`]) with its encoded copy.
     fn bytes(&self, tile: u64) -> u64 {
         let threads = rayon::current_num_threads().max(1) as u64;
+        let rows = tile.max(self.largest);
         let images = (tile / self.positions).max(1);
-        threads * tile * (self.d + 2 * self.act) * 4
-            + 2 * threads * images * (self.width * 4 + self.image + FAULT_AROUND)
+        threads * (rows * (2 * self.d + 2 * self.act) * 4 + self.image * 5)
+            + 2 * threads * images * (self.views * self.width * 4 + self.image + FAULT_AROUND)
             + feature_batch_rows(self.width as usize) as u64 * self.width * 4 * 2
     }
 }
@@ -234,7 +250,8 @@ pub fn plan_sampling(d: u64, image_bytes: u64, chunk: u64, budget: u64) -> Resul
 
 /// Plan of encoding alone (`sae encode`): patches of `d` values through layers at
 /// most `act` wide up to the code layer, images of `shape` with patches of side
-/// `patch` at `step`, rows of `width` features.
+/// `patch` at `step`, rows of `width` features, each image also mirrored with `flip`.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_encoding(
     d: u64,
     act: u64,
@@ -242,10 +259,12 @@ pub fn plan_encoding(
     patch: usize,
     step: usize,
     width: u64,
+    flip: bool,
     budget: u64,
 ) -> Result<Plan> {
     check_base(budget)?;
-    let e = Encoding::new(d, act, shape, patch, &[step], width);
+    let views = if flip { 2 } else { 1 };
+    let e = Encoding::new(d, act, shape, patch, &[step], width, views);
     let tile = fit_encoding(&e, budget)?;
     Ok(Plan {
         cache_bytes: CACHE_BYTES,
@@ -327,11 +346,11 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
             });
         }
     }
-    let act = hidden.iter().take(sparse).copied().max().unwrap_or(1) as u64;
-    let enc = Encoding::new(d, act, shape, p, &cfg.features.steps, widest);
-    let tile = fit_encoding(&enc, budget)?;
     // Mirrored images are rows of their own.
     let views = if cfg.features.flip { 2 } else { 1 };
+    let act = hidden.iter().take(sparse).copied().max().unwrap_or(1) as u64;
+    let enc = Encoding::new(d, act, shape, p, &cfg.features.steps, widest, views as u64);
+    let tile = fit_encoding(&enc, budget)?;
     let mut classify = classify_bytes(
         &cfg.classify.classifiers,
         (views * train) as u64,
