@@ -214,6 +214,21 @@ impl Standardiser {
             .zip(&s2)
             .map(|(a, b)| (b / nf - (a / nf).powi(2)).max(0.0))
             .collect();
+        let constant = var.iter().filter(|&&v| v == 0.0).count();
+        if constant == d {
+            return Err(Error::Classifier(format!(
+                "{}: all {d} features have one value on every one of its {n} rows, so they \
+                 say nothing about the images (a code layer whose responses all stay \
+                 under the soft threshold gives zeros everywhere)",
+                x.origin()
+            )));
+        }
+        if constant > 0 {
+            crate::progress::say(format!(
+                "classify: {constant} of {d} features have one value on every row of {}",
+                x.origin()
+            ));
+        }
         let add = floor * var.iter().sum::<f64>() / d.max(1) as f64 + 1e-12;
         Ok(Standardiser {
             mean: s1
@@ -1210,6 +1225,19 @@ mod tests {
         let acc =
             crate::evaluate::metrics::score(&a.model.predict_all(mem, None, &sm).unwrap(), &y, c);
         assert!(acc.accuracy > 0.8, "{}", acc.accuracy);
+    }
+
+    /// Features that are all constant (a threshold above every response) carry no
+    /// information: an error naming the source, not a classifier at chance; a few
+    /// constant columns among informative ones are fine.
+    #[test]
+    fn features_without_information_are_refused() {
+        let x = Array2::<f32>::zeros((40, 5));
+        let e = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap_err();
+        assert!(e.to_string().contains("all 5 features"), "{e}");
+        let (mut x, _) = data(50, 6, 3, 1);
+        x.column_mut(3).fill(2.0);
+        assert!(Standardiser::fit(Features::Memory(x.view()), 0.01).is_ok());
     }
 
     #[test]
