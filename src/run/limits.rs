@@ -97,7 +97,7 @@ impl Encoding {
         patch: usize,
         steps: &[usize],
         width: u64,
-        views: u64,
+        flip: bool,
     ) -> Encoding {
         let pos =
             |s| (grid(shape.height, patch, s).len() * grid(shape.width, patch, s).len()) as u64;
@@ -109,7 +109,7 @@ impl Encoding {
             most: pos(1),
             largest: steps.iter().map(|&s| pos(s)).max().unwrap_or(1),
             width,
-            views,
+            views: if flip { 2 } else { 1 },
         }
     }
 
@@ -263,8 +263,7 @@ pub fn plan_encoding(
     budget: u64,
 ) -> Result<Plan> {
     check_base(budget)?;
-    let views = if flip { 2 } else { 1 };
-    let e = Encoding::new(d, act, shape, patch, &[step], width, views);
+    let e = Encoding::new(d, act, shape, patch, &[step], width, flip);
     let tile = fit_encoding(&e, budget)?;
     Ok(Plan {
         cache_bytes: CACHE_BYTES,
@@ -346,11 +345,19 @@ pub fn plan(cfg: &Config, size: DataSize, budget: u64) -> Result<Plan> {
             });
         }
     }
+    let act = hidden.iter().take(sparse).copied().max().unwrap_or(1) as u64;
+    let enc = Encoding::new(
+        d,
+        act,
+        shape,
+        p,
+        &cfg.features.steps,
+        widest,
+        cfg.features.flip,
+    );
+    let tile = fit_encoding(&enc, budget)?;
     // Mirrored images are rows of their own.
     let views = if cfg.features.flip { 2 } else { 1 };
-    let act = hidden.iter().take(sparse).copied().max().unwrap_or(1) as u64;
-    let enc = Encoding::new(d, act, shape, p, &cfg.features.steps, widest, views as u64);
-    let tile = fit_encoding(&enc, budget)?;
     let mut classify = classify_bytes(
         &cfg.classify.classifiers,
         (views * train) as u64,
