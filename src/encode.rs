@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::ingest::{ImageSet, Shape};
 use crate::data::patches::grid;
 use crate::data::preprocess::{contrast_normalise, Normaliser};
-use crate::data::store::{FeatureMeta, Kind, StoreWriter};
+use crate::data::store::{FeatureMeta, Kind, Precision, StoreWriter};
 use crate::error::{Error, Result};
 use crate::learn::sae::{affine, sigmoid_inplace, Network};
 use crate::progress::Progress;
@@ -213,6 +213,8 @@ pub struct Encoder {
     tile_rows: usize,
     /// Cells per side of the pooling grid.
     pool: usize,
+    /// How the feature files keep their values.
+    precision: Precision,
 }
 
 impl Encoder {
@@ -228,6 +230,7 @@ impl Encoder {
             kind: Code::Sigmoid,
             tile_rows: TILE_ROWS,
             pool: 2,
+            precision: Precision::F32,
         }
     }
 
@@ -262,6 +265,12 @@ impl Encoder {
     /// as a memory budget allows.
     pub fn with_tile_rows(mut self, rows: usize) -> Self {
         self.tile_rows = rows.max(1);
+        self
+    }
+
+    /// The same encoder writing feature files in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -477,7 +486,7 @@ impl Encoder {
         .entries();
         let dim = self.feature_dim(s, step, mode);
         let rows = feature_batch_rows(dim);
-        let mut w = StoreWriter::create(path, Kind::Features, dim, rows, &meta)?;
+        let mut w = StoreWriter::create_as(path, Kind::Features, dim, self.precision, rows, &meta)?;
         let end = range.end.min(set.len());
         let tiles: Vec<(usize, usize)> = (range.start..end)
             .step_by(per_tile)
@@ -746,7 +755,7 @@ mod tests {
         let plain_span = p.span(0, n).unwrap();
         for i in 0..n {
             assert_eq!(span.row(2 * i), plain_span.row(i));
-            assert_eq!(span.row(2 * i + 1), by_hand.row(i).as_slice().unwrap());
+            assert_eq!(span.row(2 * i + 1).to_vec(), by_hand.row(i).to_vec());
             assert_ne!(span.row(2 * i), span.row(2 * i + 1));
         }
     }

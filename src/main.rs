@@ -10,7 +10,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use sae::data::ingest::synth::{write_dataset, Layout, SynthSpec};
 use sae::data::ingest::{Dataset, Format, OpenOptions};
-use sae::data::store::{Kind, Store};
+use sae::data::store::{Kind, Precision, Store};
 use sae::dist::{Comm, Single};
 use sae::encode::{Encoder, Mode};
 use sae::learn::model::Model;
@@ -248,6 +248,9 @@ struct EncodeArgs {
     /// number and label after it).
     #[arg(long)]
     flip: bool,
+    /// How the feature files keep their values (f16: half the disk and the reads).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Output folder for `<split>.arrow`.
     #[arg(long)]
     out: PathBuf,
@@ -676,7 +679,9 @@ fn cmd_encode(a: EncodeArgs, budget: u64, comm: &dyn Comm) -> anyhow::Result<Exi
         a.flip,
         budget,
     )?;
-    let enc = enc.with_tile_rows(plan.tile_rows);
+    let enc = enc
+        .with_tile_rows(plan.tile_rows)
+        .with_precision(a.precision);
     for (set, split) in [(&ds.train, "train"), (&ds.test, "test")] {
         let path = a.out.join(format!("{split}.arrow"));
         let label = format!("encode {split}");

@@ -175,6 +175,8 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
             data.to_str().unwrap(),
             "--step",
             "1",
+            "--precision",
+            "f16",
             "--out",
             d.path().join("enc").to_str().unwrap(),
         ],
@@ -182,6 +184,12 @@ fn every_stage_stays_within_the_budget_and_its_estimate() {
     );
     assert!(ok, "{err}");
     check_within(&err, &["encode"], Some(BUDGET_MIB));
+    let feats = sae::data::store::Store::open(
+        &d.path().join("enc/train.arrow"),
+        sae::data::store::Kind::Features,
+    )
+    .unwrap();
+    assert_eq!(feats.precision(), sae::data::store::Precision::F16);
     let (ok, _, err) = sae(
         &[
             "--max-memory",

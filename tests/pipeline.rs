@@ -514,6 +514,38 @@ fn omp1_improves_on_its_random_start() {
     assert_eq!(again.net.theta, learned.net.theta);
 }
 
+/// `features.precision = "f16"`: the run writes its feature files in f16 under a name
+/// that says so, beside (not over) the f32 ones of the same model, and classifies them
+/// as well as f32 within the rounding of a few scores.
+#[test]
+fn f16_feature_files_classify_like_f32() {
+    let d = tmp();
+    let mut runs = Vec::new();
+    for (name, extra) in [("full", ""), ("half", "precision = \"f16\"")] {
+        let p = d.path().join(format!("{name}.toml"));
+        std::fs::write(&p, random_patches(d.path(), name, 1, extra)).unwrap();
+        let cfg = sae::run::config::Config::load(&p).unwrap();
+        runs.push(sae::run::pipeline::run(&cfg, false).unwrap());
+    }
+    let (full, half) = (&runs[0].1[0], &runs[1].1[0]);
+    assert_eq!(full.features, "step4-pool-soft0.25");
+    assert_eq!(half.features, "step4-pool-soft0.25-f16");
+    assert!(full.accuracy > 0.2, "{}", full.accuracy);
+    assert!(
+        (full.accuracy - half.accuracy).abs() <= 0.03,
+        "f32 {} against f16 {}",
+        full.accuracy,
+        half.accuracy
+    );
+    let files = walk(&runs[1].0);
+    let train = files
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("-f16-train.arrow"))
+        .unwrap_or_else(|| panic!("no f16 feature file in {files:?}"));
+    let store = sae::data::store::Store::open(train, sae::data::store::Kind::Features).unwrap();
+    assert_eq!(store.precision(), sae::data::store::Precision::F16);
+}
+
 /// `features.flip`: the feature files hold every image and then its mirror (same image
 /// number and label, a row of its own), each test image is scored once, and the
 /// feature set's name says so in the results.

@@ -53,7 +53,7 @@ proptest! {
         for b in 0..s.batches() {
             let batch = s.batch(b).unwrap();
             let v = batch.values();
-            prop_assert_eq!(v, x.slice(ndarray::s![at..at + v.nrows(), ..]));
+            prop_assert_eq!(v.view(), x.slice(ndarray::s![at..at + v.nrows(), ..]));
             for (k, c) in cols.iter().enumerate() {
                 prop_assert_eq!(batch.column(k), &c[at..at + v.nrows()]);
             }

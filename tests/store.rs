@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::Array2;
-use sae::data::store::{write_all, Kind, MemoryRows, Rows, Store, StoreWriter};
+use sae::data::store::{concat, write_all, Kind, MemoryRows, Precision, Rows, Store, StoreWriter};
 use sae::learn::sae::objective::{Objective, Penalty};
 use sae::learn::sae::{Architecture, Decoder};
 
@@ -33,6 +33,7 @@ fn round_trip_with_partial_last_batch() {
     for b in 0..s.batches() {
         let batch = s.batch(b).unwrap();
         let v = batch.values();
+        assert!(v.is_view(), "f32 rows are read in place, not copied");
         assert_eq!(v, x.slice(ndarray::s![at..at + v.nrows(), ..]));
         assert_eq!(batch.column(1), &xs[at..at + v.nrows()]);
         at += v.nrows();
@@ -73,6 +74,90 @@ fn streamed_objective_equals_in_memory() {
         assert!((a - b).abs() <= 1e-10 * (b.abs() + 1e-8));
     }
     assert_eq!(store.rows(), mem.rows());
+}
+
+/// An f16 feature store keeps each value to f16's rounding, hands rows out converted
+/// to f32, and survives concatenation as f16.
+#[test]
+fn f16_feature_stores_round_to_half_precision() {
+    let d = tmp();
+    let p = d.path().join("h.arrow");
+    // Pooled codes: large sums beside small values.
+    let x = rows(700, 12).mapv(|v| v * 3000.0 - 5.0);
+    let ids: Vec<u32> = (0..700).collect();
+    let mut w =
+        StoreWriter::create_as(&p, Kind::Features, 12, Precision::F16, 256, &HashMap::new())
+            .unwrap();
+    w.push_rows(x.view(), &[&ids, &ids]).unwrap();
+    w.finish().unwrap();
+    let s = Store::open(&p, Kind::Features).unwrap();
+    assert_eq!(
+        (s.precision(), s.rows(), s.batches()),
+        (Precision::F16, 700, 3)
+    );
+    // Half the bytes of the f32 file, less the shared columns and headers.
+    let f = d.path().join("f.arrow");
+    write_all(&f, Kind::Features, x.view(), &[&ids, &ids], &HashMap::new()).unwrap();
+    let (half, full) = (
+        std::fs::metadata(&p).unwrap().len(),
+        std::fs::metadata(&f).unwrap().len(),
+    );
+    assert!(half < full * 2 / 3, "{half} vs {full}");
+    let mut at = 0;
+    let mut exact = 0;
+    for b in 0..s.batches() {
+        let v = s.batch(b).unwrap().values().to_owned();
+        for (got, want) in v.iter().zip(x.slice(ndarray::s![at..at + v.nrows(), ..])) {
+            // f16 keeps 11 significant bits.
+            assert!((got - want).abs() <= want.abs() / 2048.0, "{got} vs {want}");
+            exact += usize::from(got == want);
+        }
+        at += v.nrows();
+    }
+    assert_eq!(at, 700);
+    assert!(exact < 700 * 12 / 2, "values were rounded");
+    let span = s.span(300, 400).unwrap();
+    let row = span.row(333).to_vec();
+    assert_eq!(row, s.batch(1).unwrap().values().row(333 - 256).to_vec());
+
+    let both = d.path().join("both.arrow");
+    assert_eq!(
+        concat(&[p.clone(), p.clone()], Kind::Features, &both).unwrap(),
+        1400
+    );
+    let c = Store::open(&both, Kind::Features).unwrap();
+    assert_eq!(c.precision(), Precision::F16);
+    let e = concat(
+        &[p.clone(), f.clone()],
+        Kind::Features,
+        &d.path().join("mixed.arrow"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("f.arrow") && e.contains("f32") && e.contains("f16"),
+        "{e}"
+    );
+}
+
+/// A value f16 cannot hold stops the writer with the file and the key to change.
+#[test]
+fn values_beyond_f16_are_refused() {
+    let d = tmp();
+    let p = d.path().join("h.arrow");
+    let mut w =
+        StoreWriter::create_as(&p, Kind::Features, 3, Precision::F16, 8, &HashMap::new()).unwrap();
+    w.push(&[1.0, 65_000.0, -65_000.0], &[0, 0]).unwrap();
+    let e = w
+        .push(&[1.0, 2.0, 70_000.0], &[1, 0])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("h.arrow") && e.contains("70000") && e.contains("features.precision"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Row stores on disk: Arrow IPC files of fixed-width f32 rows plus u32 columns.
+//! Row stores on disk: Arrow IPC files of fixed-width f32 (or f16) rows plus u32 columns.
 //!
 //! One format serves the patch store (`patch` rows with `image`, `x`, `y` provenance)
 //! and feature files (`features` rows with `image`, `label`). Rows are written in record
@@ -7,6 +7,11 @@
 //! the final name. Reading memory-maps the file and decodes each batch zero-copy: the
 //! rows are an `ArrayView2<f32>` straight into the page cache. Any Arrow reader (polars,
 //! pyarrow) opens the files; the vector column is `FixedSizeList<Float32, D>`.
+//!
+//! Feature files may hold their values in f16 instead ([`Precision`]): half the disk and
+//! half the bytes a classifier reads on each pass, which is what decides whether a wide
+//! training file stays in the page cache. Readers of such a file convert each row to
+//! f32 as they copy it ([`Row`]); patch stores stay f32, read in place by training.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,14 +20,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, UInt32Type};
-use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, UInt32Array};
+use arrow_array::types::{Float16Type, Float32Type, UInt32Type};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, UInt32Array,
+};
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::{read_footer_length, FileDecoder};
 use arrow_ipc::writer::FileWriter;
 use arrow_ipc::Block;
 use arrow_schema::{DataType, Field, Schema};
-use ndarray::{ArrayView2, Axis};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use ndarray::{ArrayView2, Axis, CowArray, Ix2};
+use serde::{Deserialize, Serialize};
 
 use crate::data::preprocess::Normaliser;
 use crate::error::{Error, Result};
@@ -63,8 +73,83 @@ impl Kind {
     }
 }
 
-fn schema(kind: Kind, dim: usize, meta: &HashMap<String, String>) -> Schema {
-    let item = Arc::new(Field::new("item", DataType::Float32, false));
+/// How a store keeps its row values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 16-bit floats: about three significant digits, magnitudes up to 65,504.
+    F16,
+}
+
+impl Precision {
+    /// The name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            Precision::F32 => DataType::Float32,
+            Precision::F16 => DataType::Float16,
+        }
+    }
+}
+
+/// One row of a store, in the precision the store keeps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Row<'a> {
+    /// f32 values, borrowed from the map.
+    F32(&'a [f32]),
+    /// f16 values, borrowed from the map.
+    F16(&'a [f16]),
+}
+
+impl Row<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Row::F32(v) => v.len(),
+            Row::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether the row has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the values, as f32, into `out` (of the same length).
+    pub fn copy_to(&self, out: &mut [f32]) {
+        match self {
+            Row::F32(v) => out.copy_from_slice(v),
+            Row::F16(v) => v.convert_to_f32_slice(out),
+        }
+    }
+
+    /// The values as f32.
+    pub fn to_vec(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.len()];
+        self.copy_to(&mut out);
+        out
+    }
+}
+
+fn schema(kind: Kind, dim: usize, precision: Precision, meta: &HashMap<String, String>) -> Schema {
+    let item = Arc::new(Field::new("item", precision.data_type(), false));
     let mut fields = vec![Field::new(
         kind.vector(),
         DataType::FixedSizeList(item, dim as i32),
@@ -89,6 +174,7 @@ pub struct StoreWriter {
     schema: Arc<Schema>,
     kind: Kind,
     dim: usize,
+    precision: Precision,
     batch_rows: usize,
     values: Vec<f32>,
     cols: Vec<Vec<u32>>,
@@ -96,7 +182,8 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Starts a store at `path` with rows of `dim` values, flushed every `batch_rows` rows.
+    /// Starts a store at `path` with rows of `dim` f32 values, flushed every
+    /// `batch_rows` rows.
     pub fn create(
         path: &Path,
         kind: Kind,
@@ -104,10 +191,27 @@ impl StoreWriter {
         batch_rows: usize,
         meta: &HashMap<String, String>,
     ) -> Result<Self> {
+        Self::create_as(path, kind, dim, Precision::F32, batch_rows, meta)
+    }
+
+    /// Like [`StoreWriter::create`], keeping the values in `precision` (f16 only for
+    /// feature stores: training reads patch rows in place, as f32).
+    pub fn create_as(
+        path: &Path,
+        kind: Kind,
+        dim: usize,
+        precision: Precision,
+        batch_rows: usize,
+        meta: &HashMap<String, String>,
+    ) -> Result<Self> {
         assert!(dim > 0 && batch_rows > 0);
+        assert!(
+            kind == Kind::Features || precision == Precision::F32,
+            "patch stores hold f32"
+        );
         let tmp = path.with_extension("arrow.partial");
         let file = File::create(&tmp).map_err(Error::io(&tmp))?;
-        let schema = Arc::new(schema(kind, dim, meta));
+        let schema = Arc::new(schema(kind, dim, precision, meta));
         let writer = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
             .map_err(|e| Error::bad(&tmp, format!("cannot start Arrow file: {e}")))?;
         Ok(StoreWriter {
@@ -117,6 +221,7 @@ impl StoreWriter {
             schema,
             kind,
             dim,
+            precision,
             batch_rows,
             values: Vec::with_capacity(batch_rows * dim),
             cols: vec![Vec::with_capacity(batch_rows); kind.columns().len()],
@@ -124,11 +229,25 @@ impl StoreWriter {
         })
     }
 
-    /// Appends one row with its u32 columns (in [`Kind::columns`] order).
+    /// Appends one row with its u32 columns (in [`Kind::columns`] order). In an f16
+    /// store, a finite value beyond f16's range is an error, not an infinity.
     #[track_caller]
     pub fn push(&mut self, row: &[f32], aux: &[u32]) -> Result<()> {
         assert_eq!(row.len(), self.dim, "row width");
         assert_eq!(aux.len(), self.cols.len(), "column count");
+        if self.precision == Precision::F16 {
+            let max = f32::from(f16::MAX);
+            if let Some(v) = row.iter().find(|v| v.is_finite() && v.abs() > max) {
+                return Err(Error::bad(
+                    &self.path,
+                    format!(
+                        "row {}: value {v} does not fit f16 (largest {max}); \
+                         keep these features in f32 (features.precision = \"f32\")",
+                        self.rows
+                    ),
+                ));
+            }
+        }
         self.values.extend_from_slice(row);
         for (c, v) in self.cols.iter_mut().zip(aux) {
             c.push(*v);
@@ -160,9 +279,18 @@ impl StoreWriter {
         if n == 0 {
             return Ok(());
         }
-        let values = Float32Array::from(std::mem::take(&mut self.values));
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let list = FixedSizeListArray::try_new(item, self.dim as i32, Arc::new(values), None)
+        let values = std::mem::take(&mut self.values);
+        let values: ArrayRef = match self.precision {
+            Precision::F32 => Arc::new(Float32Array::from(values)),
+            Precision::F16 => {
+                let mut half = vec![f16::ZERO; values.len()];
+                half.convert_from_f32_slice(&values);
+                drop(values);
+                Arc::new(Float16Array::from(half))
+            }
+        };
+        let item = Arc::new(Field::new("item", self.precision.data_type(), false));
+        let list = FixedSizeListArray::try_new(item, self.dim as i32, values, None)
             .map_err(|e| Error::bad(&self.tmp, e.to_string()))?;
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(list)];
         for c in &mut self.cols {
@@ -306,6 +434,7 @@ pub struct Store {
     /// First row of each batch, plus the total at the end.
     starts: Vec<usize>,
     dim: usize,
+    precision: Precision,
     kind: Kind,
     meta: HashMap<String, String>,
 }
@@ -352,12 +481,15 @@ impl Store {
                 })
             }
         }
-        let dim = match schema.fields().first().map(|f| f.data_type()) {
-            Some(DataType::FixedSizeList(item, d))
-                if *item.data_type() == DataType::Float32 && *d > 0 =>
-            {
-                *d as usize
-            }
+        let (dim, precision) = match schema.fields().first().map(|f| f.data_type()) {
+            Some(DataType::FixedSizeList(item, d)) if *d > 0 => match item.data_type() {
+                DataType::Float32 => (*d as usize, Precision::F32),
+                DataType::Float16 if kind == Kind::Features => (*d as usize, Precision::F16),
+                DataType::Float16 => {
+                    return Err(bad("holds f16 rows; patch stores must hold f32".into()))
+                }
+                _ => return Err(bad("first column is not FixedSizeList<Float32>".into())),
+            },
             _ => return Err(bad("first column is not FixedSizeList<Float32>".into())),
         };
         let names: Vec<&str> = schema
@@ -386,6 +518,7 @@ impl Store {
             blocks,
             starts: vec![0],
             dim,
+            precision,
             kind,
             meta,
         };
@@ -426,6 +559,11 @@ impl Store {
         self.kind
     }
 
+    /// How the store keeps its values.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// Number of record batches.
     pub fn batches(&self) -> usize {
         self.blocks.len()
@@ -461,7 +599,8 @@ impl Store {
     /// Calls `f` on batches in `order`, each with its index. A second thread decodes the
     /// next batch and faults its pages in while `f` works on the current one, then
     /// waits to hand it over (a rendezvous, not a queue); used batches are released,
-    /// so at most two batches are resident: the one in use and the next.
+    /// so at most two batches are resident: the one in use and the next (an f16
+    /// store's batch is handed over converted to f32).
     pub fn for_each_batch(
         &self,
         order: &[usize],
@@ -485,7 +624,7 @@ impl Store {
             });
             for item in rx {
                 let (i, b) = item?;
-                let r = f(i, b.values());
+                let r = f(i, b.values().view());
                 self.release(i);
                 r?;
             }
@@ -509,7 +648,11 @@ impl Store {
         if list.null_count() > 0 || list.values().null_count() > 0 {
             return Err(Error::bad(&self.path, format!("batch {i} has null values")));
         }
-        Ok(StoreBatch { rb, dim: self.dim })
+        Ok(StoreBatch {
+            rb,
+            dim: self.dim,
+            precision: self.precision,
+        })
     }
 }
 
@@ -570,11 +713,20 @@ impl Span<'_> {
     }
 
     /// Row `i` of the store (which must lie in the span), borrowed from the map.
-    pub fn row(&self, i: usize) -> &[f32] {
+    pub fn row(&self, i: usize) -> Row<'_> {
         let (s, b) = self.part(i);
-        let d = self.store.dim;
-        let all = b.values().to_slice().expect("rows are contiguous");
-        &all[(i - s) * d..(i - s + 1) * d]
+        let r = (i - s) * self.store.dim..(i - s + 1) * self.store.dim;
+        match b.flat() {
+            Row::F32(v) => Row::F32(&v[r]),
+            Row::F16(v) => Row::F16(&v[r]),
+        }
+    }
+
+    fn row_address(&self, i: usize) -> usize {
+        match self.row(i) {
+            Row::F32(v) => v.as_ptr() as usize,
+            Row::F16(v) => v.as_ptr() as usize,
+        }
     }
 
     /// Hands the pages of rows `lo..hi` (within the span) back to the page cache.
@@ -582,8 +734,8 @@ impl Span<'_> {
         if lo >= hi {
             return;
         }
-        let first = self.row(lo).as_ptr() as usize;
-        let last = self.row(hi - 1).as_ptr() as usize + 4 * self.store.dim;
+        let first = self.row_address(lo);
+        let last = self.row_address(hi - 1) + self.store.precision.bytes() * self.store.dim;
         // Rows of one batch are contiguous in the map; across a batch boundary the
         // range also covers the next batch's header, which is harmless to release.
         let base = self.store.map.as_ptr() as usize;
@@ -630,6 +782,7 @@ fn check_buffers(
 pub struct StoreBatch {
     rb: RecordBatch,
     dim: usize,
+    precision: Precision,
 }
 
 impl StoreBatch {
@@ -638,23 +791,35 @@ impl StoreBatch {
         self.rb.num_rows()
     }
 
-    /// The rows, borrowed from the memory map.
-    pub fn values(&self) -> ArrayView2<'_, f32> {
+    /// Every value of the batch's rows, in order, borrowed from the memory map.
+    fn flat(&self) -> Row<'_> {
         let list = self.rb.column(0).as_fixed_size_list();
-        let vals = list.values().as_primitive::<Float32Type>().values();
-        let start = list.offset() * self.dim;
-        let n = list.len();
-        ArrayView2::from_shape((n, self.dim), &vals[start..start + n * self.dim])
-            .expect("shape matches length")
+        let r = list.offset() * self.dim..(list.offset() + list.len()) * self.dim;
+        match self.precision {
+            Precision::F32 => Row::F32(&list.values().as_primitive::<Float32Type>().values()[r]),
+            Precision::F16 => Row::F16(&list.values().as_primitive::<Float16Type>().values()[r]),
+        }
+    }
+
+    /// The rows: borrowed from the memory map in an f32 store, converted in an f16 one.
+    pub fn values(&self) -> CowArray<'_, f32, Ix2> {
+        let shape = (self.rows(), self.dim);
+        match self.flat() {
+            Row::F32(v) => ArrayView2::from_shape(shape, v)
+                .expect("shape matches length")
+                .into(),
+            half => ndarray::Array2::from_shape_vec(shape, half.to_vec())
+                .expect("shape matches length")
+                .into(),
+        }
     }
 
     /// Reads one value per page so the batch is resident before it is needed.
     fn touch(&self) -> f32 {
-        let list = self.rb.column(0).as_fixed_size_list();
-        let vals = list.values().as_primitive::<Float32Type>().values();
         let mut acc = 0.0;
-        for v in vals.iter().step_by(1024) {
-            acc += *v;
+        match self.flat() {
+            Row::F32(v) => v.iter().step_by(1024).for_each(|x| acc += x),
+            Row::F16(v) => v.iter().step_by(2048).for_each(|x| acc += f32::from(*x)),
         }
         std::hint::black_box(acc)
     }
@@ -679,19 +844,25 @@ pub fn concat(parts: &[PathBuf], kind: Kind, out: &Path) -> Result<usize> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let rows_per_batch = head.batch_rows(0).max(1);
-    let mut w = StoreWriter::create(out, kind, head.dim, rows_per_batch, &meta)?;
+    let mut w = StoreWriter::create_as(out, kind, head.dim, head.precision, rows_per_batch, &meta)?;
     for p in parts {
         let s = Store::open(p, kind)?;
-        if s.dim != head.dim {
+        if (s.dim, s.precision) != (head.dim, head.precision) {
             return Err(Error::bad(
                 p,
-                format!("rows have {} values, the first part {}", s.dim, head.dim),
+                format!(
+                    "rows have {} {} values, the first part {} {}",
+                    s.dim,
+                    s.precision.name(),
+                    head.dim,
+                    head.precision.name()
+                ),
             ));
         }
         for b in 0..s.batches() {
             let batch = s.batch(b)?;
             let aux: Vec<&[u32]> = (0..kind.columns().len()).map(|k| batch.column(k)).collect();
-            w.push_rows(batch.values(), &aux)?;
+            w.push_rows(batch.values().view(), &aux)?;
             s.release(b);
         }
     }

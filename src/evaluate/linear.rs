@@ -28,7 +28,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::store::{Span, Store};
+use crate::data::store::{Row, Span, Store};
 use crate::error::{Error, Result};
 use crate::learn::optim::{minimize, LbfgsParams};
 use crate::learn::sae::{simd, Real};
@@ -59,12 +59,13 @@ enum Block<'a> {
 }
 
 impl Block<'_> {
-    fn row(&self, i: usize) -> &[f32] {
+    fn row(&self, i: usize) -> Row<'_> {
         match self {
-            Block::Memory(x) => x
-                .row(i)
-                .to_slice()
-                .expect("rows of a standard-layout matrix are contiguous"),
+            Block::Memory(x) => Row::F32(
+                x.row(i)
+                    .to_slice()
+                    .expect("rows of a standard-layout matrix are contiguous"),
+            ),
             Block::Stored(s) => s.row(i),
         }
     }
@@ -243,9 +244,21 @@ impl Standardiser {
         })
     }
 
-    fn apply_row(&self, src: &[f32], dst: &mut [f32]) {
-        for (((o, &v), &m), &s) in dst.iter_mut().zip(src).zip(&self.mean).zip(&self.inv_std) {
-            *o = (v - m) * s;
+    fn apply_row(&self, src: Row, dst: &mut [f32]) {
+        match src {
+            Row::F32(src) => {
+                for (((o, &v), &m), &s) in
+                    dst.iter_mut().zip(src).zip(&self.mean).zip(&self.inv_std)
+                {
+                    *o = (v - m) * s;
+                }
+            }
+            Row::F16(_) => {
+                src.copy_to(dst);
+                for ((o, &m), &s) in dst.iter_mut().zip(&self.mean).zip(&self.inv_std) {
+                    *o = (*o - m) * s;
+                }
+            }
         }
     }
 
@@ -995,7 +1008,7 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::store::Kind;
+    use crate::data::store::{Kind, Precision};
 
     fn data(n: usize, d: usize, classes: usize, seed: u64) -> (Array2<f32>, Vec<u32>) {
         let mut r = crate::rng::stream(seed, crate::rng::Stream::Classify, 9);
@@ -1178,11 +1191,25 @@ mod tests {
     /// bit for bit: same blocks, same order.
     #[test]
     fn a_stored_fit_is_the_fit_in_memory() {
+        stored_fit_matches_memory(Precision::F32);
+    }
+
+    /// An f16 store is read as its values rounded to f16: the fit is the in-memory fit
+    /// of the rounded matrix, bit for bit.
+    #[test]
+    fn an_f16_stored_fit_is_the_fit_of_its_rounded_values() {
+        stored_fit_matches_memory(Precision::F16);
+    }
+
+    fn stored_fit_matches_memory(precision: Precision) {
         let (n, d, c) = (2 * BLOCK + 300, 300, 4);
         let (mut x, y) = data(n, d, c, 5);
         // Columns with large means and different scales, as pooled codes have.
         for (j, mut col) in x.columns_mut().into_iter().enumerate() {
             col.mapv_inplace(|v| v * (1.0 + j as f32 / 50.0) + 40.0);
+        }
+        if precision == Precision::F16 {
+            x.mapv_inplace(|v| f32::from(half::f16::from_f32(v)));
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.arrow");
@@ -1193,11 +1220,19 @@ mod tests {
         }
         .entries();
         // Batches of 1,000 rows, so that blocks of rows straddle batches.
-        let mut w =
-            crate::data::store::StoreWriter::create(&path, Kind::Features, d, 1000, &meta).unwrap();
+        let mut w = crate::data::store::StoreWriter::create_as(
+            &path,
+            Kind::Features,
+            d,
+            precision,
+            1000,
+            &meta,
+        )
+        .unwrap();
         w.push_rows(x.view(), &[&ids, &y]).unwrap();
         w.finish().unwrap();
         let store = Store::open(&path, Kind::Features).unwrap();
+        assert_eq!(store.precision(), precision);
         assert!(store.batches() > 1, "rows span several batches");
         assert_eq!(store.labels().unwrap(), y);
         let (mem, disk) = (Features::Memory(x.view()), Features::Stored(&store));

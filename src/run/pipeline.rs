@@ -550,7 +550,8 @@ impl Run<'_> {
         let mut enc = Encoder::new(&model.net, model.header.norm.clone(), model.header.patch)
             .with_code(code)
             .with_tile_rows(self.plan.tile_rows)
-            .with_pool_grid(cfg.features.pool_grid);
+            .with_pool_grid(cfg.features.pool_grid)
+            .with_precision(cfg.features.precision);
         if cfg.features.unit_atoms {
             enc = enc.with_unit_atoms();
         }
