@@ -222,6 +222,28 @@ fn polars_reads_the_store_and_the_result_tables() {
     );
     assert_eq!(got, want);
 
+    // An f16 feature file reads as Float16, each value as `sae` itself reads it.
+    let h = d.path().join("h.arrow");
+    let big = x.mapv(|v| v * 1000.0);
+    let mut w =
+        StoreWriter::create_as(&h, Kind::Features, 12, Precision::F16, 128, &HashMap::new())
+            .unwrap();
+    w.push_rows(big.view(), &[&ids, &ids]).unwrap();
+    w.finish().unwrap();
+    let got = python_polars(
+        "import sys, polars as pl\n\
+         df = pl.read_ipc(sys.argv[1])\n\
+         print(df.height, df.schema['features'], '%.4f' % df['features'][7][3])",
+        &[&h],
+    );
+    let ours = Store::open(&h, Kind::Features)
+        .unwrap()
+        .batch(0)
+        .unwrap()
+        .values()[[7, 3]];
+    assert_ne!(ours, big[[7, 3]], "the value is one f16 rounds");
+    assert_eq!(got, format!("300 Array(Float16, shape=(12,)) {ours:.4}"));
+
     let recs: Vec<sae::evaluate::results::Record> = (0..3)
         .map(|i| sae::evaluate::results::Record {
             run: format!("r{i}"),
