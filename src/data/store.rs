@@ -241,8 +241,8 @@ impl StoreWriter {
                 return Err(Error::bad(
                     &self.path,
                     format!(
-                        "row {}: value {v} does not fit f16 (largest {max}); \
-                         keep these features in f32 (features.precision = \"f32\")",
+                        "row {}: value {v} does not fit f16 (largest {max}); keep these \
+                         features in f32 (features.precision = \"f32\", or --precision f32)",
                         self.rows
                     ),
                 ));
@@ -482,15 +482,18 @@ impl Store {
             }
         }
         let (dim, precision) = match schema.fields().first().map(|f| f.data_type()) {
-            Some(DataType::FixedSizeList(item, d)) if *d > 0 => match item.data_type() {
-                DataType::Float32 => (*d as usize, Precision::F32),
-                DataType::Float16 if kind == Kind::Features => (*d as usize, Precision::F16),
-                DataType::Float16 => {
-                    return Err(bad("holds f16 rows; patch stores must hold f32".into()))
+            Some(DataType::FixedSizeList(item, d)) if *d > 0 => {
+                let precision = match item.data_type() {
+                    DataType::Float32 => Precision::F32,
+                    DataType::Float16 => Precision::F16,
+                    t => return Err(bad(format!("rows hold {t}, not Float32 or Float16"))),
+                };
+                if kind == Kind::Patches && precision != Precision::F32 {
+                    return Err(bad("holds f16 rows; patch stores must hold f32".into()));
                 }
-                _ => return Err(bad("first column is not FixedSizeList<Float32>".into())),
-            },
-            _ => return Err(bad("first column is not FixedSizeList<Float32>".into())),
+                (*d as usize, precision)
+            }
+            _ => return Err(bad("first column is not a FixedSizeList of floats".into())),
         };
         let names: Vec<&str> = schema
             .fields()
