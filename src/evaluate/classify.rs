@@ -19,7 +19,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 use crate::error::{Error, Result};
-use crate::evaluate::linear::{self, Features, LinearParams, Loss, Standardiser};
+use crate::evaluate::linear::{self, Features, LinearParams, Loss, Scaling, Standardiser};
 use crate::evaluate::metrics::{score, Evaluation};
 
 /// A classifier kind.
@@ -59,6 +59,8 @@ pub struct ClassifyParams {
     pub linear: LinearParams,
     /// Variance floor of the standardisation, as a fraction of the mean variance.
     pub var_floor: f64,
+    /// How the features are scaled.
+    pub scaling: Scaling,
     /// Seed.
     pub seed: u64,
 }
@@ -121,7 +123,7 @@ pub fn evaluate(
             xte.origin()
         )));
     }
-    let s = Standardiser::fit(xtr, p.var_floor)?;
+    let s = Standardiser::fit(xtr, p.var_floor, p.scaling)?;
     let fail = |e: smartcore::error::Failed| Error::Classifier(format!("{}: {e}", which.name()));
     let mut detail = String::new();
     let pred: Vec<u32> = match which {

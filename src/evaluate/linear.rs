@@ -155,7 +155,33 @@ impl<'a> Features<'a> {
     }
 }
 
-/// Mean and standard deviation per column, fitted on training features.
+/// How features are scaled before a linear classifier or a forest sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    /// Each feature centred and divided by its own deviation (with the variance floor):
+    /// every feature weighs the same under the L2 penalty.
+    #[default]
+    Feature,
+    /// Each feature centred, all divided by one deviation (the root of the mean floored
+    /// variance): features keep their relative scales, so strong ones cost less L2.
+    Global,
+    /// Features as encoded, neither centred nor scaled.
+    None,
+}
+
+impl Scaling {
+    /// The name in configs and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scaling::Feature => "feature",
+            Scaling::Global => "global",
+            Scaling::None => "none",
+        }
+    }
+}
+
+/// Shift and scale per column, fitted on training features.
 #[derive(Clone, Debug)]
 pub struct Standardiser {
     mean: Vec<f32>,
@@ -171,10 +197,11 @@ impl Standardiser {
         }
     }
 
-    /// Fits on every row of `x` in one streamed pass. Each variance gets `floor` times
-    /// the mean variance added, so that near-constant columns (a rarely active unit)
-    /// are not blown up into noise. Non-finite values are an error naming the source.
-    pub fn fit(x: Features, floor: f64) -> Result<Self> {
+    /// Fits on every row of `x` in one streamed pass, scaled as `scaling` says. Each
+    /// variance gets `floor` times the mean variance added, so that near-constant
+    /// columns (a rarely active unit) are not blown up into noise. Non-finite values
+    /// are an error naming the source, whatever the scaling.
+    pub fn fit(x: Features, floor: f64, scaling: Scaling) -> Result<Self> {
         let (n, d) = (x.rows(), x.dim());
         if n == 0 {
             return Err(Error::Classifier(format!("{} has no rows", x.origin())));
@@ -230,17 +257,26 @@ impl Standardiser {
                 x.origin()
             ));
         }
-        let add = floor * var.iter().sum::<f64>() / d.max(1) as f64 + 1e-12;
-        Ok(Standardiser {
-            mean: s1
-                .iter()
-                .zip(&shift)
-                .map(|(a, &k)| (a / nf + f64::from(k)) as f32)
-                .collect(),
-            inv_std: var
-                .iter()
-                .map(|v| (1.0 / (v + add).sqrt()) as f32)
-                .collect(),
+        let mean_var = var.iter().sum::<f64>() / d.max(1) as f64;
+        let add = floor * mean_var + 1e-12;
+        let mean = s1
+            .iter()
+            .zip(&shift)
+            .map(|(a, &k)| (a / nf + f64::from(k)) as f32)
+            .collect();
+        Ok(match scaling {
+            Scaling::Feature => Standardiser {
+                mean,
+                inv_std: var
+                    .iter()
+                    .map(|v| (1.0 / (v + add).sqrt()) as f32)
+                    .collect(),
+            },
+            Scaling::Global => Standardiser {
+                mean,
+                inv_std: vec![(1.0 / (mean_var + add).sqrt()) as f32; d],
+            },
+            Scaling::None => Standardiser::identity(d),
         })
     }
 
@@ -1131,7 +1167,7 @@ mod tests {
         // Every other row, standardised: the gradient is of the loss the fit minimises.
         let rows: Vec<usize> = (0..x.nrows()).step_by(2).collect();
         let m = Features::Memory(x.view());
-        let std = Standardiser::fit(m, 0.01).unwrap();
+        let std = Standardiser::fit(m, 0.01, Scaling::Feature).unwrap();
         for loss in [Loss::Softmax, Loss::SquaredHinge] {
             let obj = |t: &[f64]| objective::<f64>(loss, m, &rows, &y, &std, 4, 0.01, t).unwrap();
             let mut r = crate::rng::stream(3, crate::rng::Stream::Classify, 2);
@@ -1160,7 +1196,7 @@ mod tests {
     fn both_losses_classify_held_out_data() {
         let (xte, yte) = data(600, 20, 5, 2);
         let (x, y) = data(1000, 20, 5, 1);
-        let std = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap();
+        let std = Standardiser::fit(Features::Memory(x.view()), 0.01, Scaling::Feature).unwrap();
         for loss in [Loss::Softmax, Loss::SquaredHinge] {
             let p = LinearParams {
                 l2: vec![1e-1, 1e-3],
@@ -1237,8 +1273,8 @@ mod tests {
         assert_eq!(store.labels().unwrap(), y);
         let (mem, disk) = (Features::Memory(x.view()), Features::Stored(&store));
         let (sm, sd) = (
-            Standardiser::fit(mem, 0.01).unwrap(),
-            Standardiser::fit(disk, 0.01).unwrap(),
+            Standardiser::fit(mem, 0.01, Scaling::Feature).unwrap(),
+            Standardiser::fit(disk, 0.01, Scaling::Feature).unwrap(),
         );
         assert_eq!((&sm.mean, &sm.inv_std), (&sd.mean, &sd.inv_std));
         let p = LinearParams {
@@ -1268,19 +1304,58 @@ mod tests {
     #[test]
     fn features_without_information_are_refused() {
         let x = Array2::<f32>::zeros((40, 5));
-        let e = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap_err();
+        let e = Standardiser::fit(Features::Memory(x.view()), 0.01, Scaling::Feature).unwrap_err();
         assert!(e.to_string().contains("all 5 features"), "{e}");
         let (mut x, _) = data(50, 6, 3, 1);
         x.column_mut(3).fill(2.0);
-        assert!(Standardiser::fit(Features::Memory(x.view()), 0.01).is_ok());
+        assert!(Standardiser::fit(Features::Memory(x.view()), 0.01, Scaling::Feature).is_ok());
     }
 
     #[test]
     fn non_finite_features_are_refused_naming_their_source() {
         let (mut x, _) = data(50, 6, 3, 1);
         x[[7, 2]] = f32::NAN;
-        let e = Standardiser::fit(Features::Memory(x.view()), 0.01).unwrap_err();
+        let e = Standardiser::fit(Features::Memory(x.view()), 0.01, Scaling::Feature).unwrap_err();
         assert!(e.to_string().contains("NaN"), "{e}");
+        for scaling in [Scaling::Global, Scaling::None] {
+            let e = Standardiser::fit(Features::Memory(x.view()), 0.0, scaling).unwrap_err();
+            assert!(e.to_string().contains("NaN"), "{scaling:?}: {e}");
+        }
+    }
+
+    /// Feature scaling gives every column unit variance; global scaling centres the
+    /// columns and divides them by one deviation, so their ratios stay; none leaves
+    /// the rows as encoded.
+    #[test]
+    fn scalings_standardise_centre_or_keep_the_rows() {
+        let (x, _) = data(400, 5, 3, 7);
+        let x = x * Array1::from(vec![1.0f32, 10.0, 0.1, 3.0, 1.0]) + 4.0;
+        let m = Features::Memory(x.view());
+        let rows = |s: Scaling| Standardiser::fit(m, 0.0, s).unwrap().matrix(m).unwrap();
+        let (raw, f, g) = (
+            x.std_axis(Axis(0), 0.0),
+            rows(Scaling::Feature),
+            rows(Scaling::Global),
+        );
+        for v in f.std_axis(Axis(0), 0.0) {
+            assert!((v - 1.0).abs() < 1e-3, "{v}");
+        }
+        let gs = g.std_axis(Axis(0), 0.0);
+        for j in 0..5 {
+            let (want, got) = (raw[j] / raw[1], gs[j] / gs[1]);
+            assert!(
+                (got - want).abs() < 1e-4 * want.max(1.0),
+                "{j}: {got} {want}"
+            );
+        }
+        let mean_var = gs.mapv(|v| v * v).mean().unwrap();
+        assert!((mean_var - 1.0).abs() < 1e-3, "{mean_var}");
+        for a in [&f, &g] {
+            for v in a.mean_axis(Axis(0)).unwrap() {
+                assert!(v.abs() < 1e-4, "{v}");
+            }
+        }
+        assert_eq!(rows(Scaling::None), x);
     }
 
     /// Rows of one image stay together on one side of the split; without image

@@ -16,6 +16,7 @@ pub use crate::data::store::Precision;
 use crate::encode::{Code, Mode};
 use crate::error::{Error, Result};
 use crate::evaluate::classify::{Classifier, ClassifyParams};
+use crate::evaluate::linear::Scaling;
 use crate::learn::optim::LbfgsParams;
 use crate::learn::sae::objective::Penalty;
 use crate::learn::sae::Decoder;
@@ -680,6 +681,15 @@ pub struct ClassifyConfig {
     /// Variance floor of the feature standardisation, as a fraction of the mean
     /// variance over features: damps features that are almost constant.
     pub var_floor: f64,
+    /// How features are scaled for the classifiers: "feature" (each to unit variance),
+    /// "global" (centred, one common scale) or "none". Left out of the serialised
+    /// config at its default, so runs from before the key keep their hash.
+    #[serde(skip_serializing_if = "is_feature_scaling")]
+    pub scaling: Scaling,
+}
+
+fn is_feature_scaling(s: &Scaling) -> bool {
+    *s == Scaling::Feature
 }
 
 impl Default for ClassifyConfig {
@@ -695,6 +705,7 @@ impl Default for ClassifyConfig {
             max_iter: 150,
             warm_iter: 150,
             var_floor: 0.01,
+            scaling: Scaling::Feature,
         }
     }
 }
@@ -737,6 +748,7 @@ impl ClassifyConfig {
                 seed,
             },
             var_floor: self.var_floor,
+            scaling: self.scaling,
             seed,
         }
     }

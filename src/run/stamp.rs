@@ -73,4 +73,22 @@ mod tests {
         b.seed += 1;
         assert_ne!(config_hash(&a), config_hash(&b));
     }
+
+    /// Keys added later stay out of the hash at their defaults, so finished runs are
+    /// still found; set to anything else, they count.
+    #[test]
+    fn later_keys_at_their_defaults_leave_the_hash_alone() {
+        let text = "name = \"a\"\n[data]\nformat = \"cifar10\"\npath = \"d\"\n";
+        let a: Config = toml::from_str(text).unwrap();
+        let v = serde_json::json!(a).to_string();
+        for key in ["\"scaling\"", "\"precision\"", "\"flip\""] {
+            assert!(!v.contains(key), "{key} in {v}");
+        }
+        let b: Config =
+            toml::from_str(&format!("{text}[classify]\nscaling = \"feature\"\n")).unwrap();
+        assert_eq!(config_hash(&a), config_hash(&b));
+        let c: Config =
+            toml::from_str(&format!("{text}[classify]\nscaling = \"global\"\n")).unwrap();
+        assert_ne!(config_hash(&a), config_hash(&c));
+    }
 }
