@@ -170,17 +170,6 @@ pub enum Scaling {
     None,
 }
 
-impl Scaling {
-    /// The name in configs and tables.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scaling::Feature => "feature",
-            Scaling::Global => "global",
-            Scaling::None => "none",
-        }
-    }
-}
-
 /// Shift and scale per column, fitted on training features.
 #[derive(Clone, Debug)]
 pub struct Standardiser {
@@ -1304,8 +1293,10 @@ mod tests {
     #[test]
     fn features_without_information_are_refused() {
         let x = Array2::<f32>::zeros((40, 5));
-        let e = Standardiser::fit(Features::Memory(x.view()), 0.01, Scaling::Feature).unwrap_err();
-        assert!(e.to_string().contains("all 5 features"), "{e}");
+        for scaling in [Scaling::Feature, Scaling::Global, Scaling::None] {
+            let e = Standardiser::fit(Features::Memory(x.view()), 0.01, scaling).unwrap_err();
+            assert!(e.to_string().contains("all 5 features"), "{scaling:?}: {e}");
+        }
         let (mut x, _) = data(50, 6, 3, 1);
         x.column_mut(3).fill(2.0);
         assert!(Standardiser::fit(Features::Memory(x.view()), 0.01, Scaling::Feature).is_ok());
