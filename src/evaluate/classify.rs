@@ -5,9 +5,9 @@
 //! smartcore types stay inside this module; the rest of `sae` passes [`Features`] (a
 //! matrix in memory or a feature store on disk) and u32 labels. Features are
 //! standardised here ([`Standardiser`], fitted on the training rows, scaled as
-//! `classify.scaling` says; trees do not care, linear models need it). smartcore's models take the standardised matrices in
-//! memory; the linear ones read the rows as they go, so their width is not bounded by
-//! memory.
+//! `classify.scaling` says; trees do not care, linear models need it). smartcore's
+//! models take the standardised matrices in memory; the linear ones read the rows as
+//! they go, so their width is not bounded by memory.
 
 use ndarray::Array2;
 use rayon::prelude::*;
