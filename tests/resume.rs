@@ -906,3 +906,65 @@ fn a_kill_after_the_final_checkpoint_does_not_train_further() {
         losses(&d.path().join("cut"))
     );
 }
+
+/// The accuracy column of a run's table.
+fn accuracy_column(run: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(run.join("results.csv")).unwrap();
+    let mut lines = text.lines();
+    let at = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "accuracy")
+        .unwrap();
+    lines
+        .map(|l| l.split(',').nth(at).unwrap().to_string())
+        .collect()
+}
+
+/// The classifier's L2 path resumes after a kill between its stages, and a longer
+/// grid continues a shorter one, reading back the stages they share: both end with
+/// the uninterrupted run's accuracy.
+#[test]
+fn the_classifier_path_resumes_and_extends() {
+    let d = tmp();
+    let mk = |name: &str, l2: &str| {
+        let cfg = config(d.path(), name, "lbfgs");
+        edit(
+            &cfg,
+            "classifiers = [\"lr\"]",
+            &format!("classifiers = [\"svm\"]\nl2 = {l2}\nmax_iter = 40\nwarm_iter = 20"),
+        );
+        cfg
+    };
+    let grid = "[1e-1, 1e-2, 1e-3]";
+    let whole = mk("whole", grid);
+    let (ok, _, err) = run_bin(&["run", whole.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    assert!(!err.contains("read back"), "{err}");
+    let expected = accuracy_column(&d.path().join("whole"));
+    assert_eq!(expected.len(), 1);
+
+    let cut = mk("cut", grid);
+    let out = Command::new(bin())
+        .args(["-q", "run", cut.to_str().unwrap()])
+        .env("SAE_CRASH_AT", "after-classify-stage")
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the crash point was not reached");
+    let (ok, _, err) = run_bin(&["run", cut.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("read back from").count(), 1, "{err}");
+    assert_eq!(accuracy_column(&d.path().join("cut")), expected);
+
+    let grow = mk("grow", "[1e-1, 1e-2]");
+    let (ok, _, err) = run_bin(&["-q", "run", grow.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    edit(&grow, "l2 = [1e-1, 1e-2]", &format!("l2 = {grid}"));
+    let (ok, _, err) = run_bin(&["run", grow.to_str().unwrap()], d.path());
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("read back from").count(), 2, "{err}");
+    assert!(err.contains("(2 stages read back)"), "{err}");
+    assert_eq!(accuracy_column(&d.path().join("grow")), expected);
+}

@@ -19,6 +19,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
 use crate::error::{Error, Result};
+use crate::evaluate::l2path::PathCheckpoints;
 use crate::evaluate::linear::{self, Features, LinearParams, Loss, Scaling, Standardiser};
 use crate::evaluate::metrics::{score, Evaluation};
 
@@ -75,11 +76,13 @@ fn dense(x: &Array2<f32>) -> Result<DenseMatrix<f32>> {
 /// the image of each row where consecutive rows come from one image (an image and its
 /// mirror): the linear classifiers then hold out whole images to choose L2, and each
 /// test (and validation) image is classified once, from the summed scores (or tree
-/// votes) of its rows.
+/// votes) of its rows. The linear classifiers save each stage of their L2 path in
+/// `saved`, when given, and read back the stages saved there before.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     which: Classifier,
     p: &ClassifyParams,
+    saved: Option<&PathCheckpoints>,
     xtr: Features,
     ytr: &[u32],
     images: Option<&[u32]>,
@@ -161,8 +164,11 @@ pub fn evaluate(
                 seed: p.seed,
                 ..p.linear.clone()
             };
-            let f = linear::fit(loss, xtr, ytr, images, &s, classes, &lp)?;
+            let f = linear::fit(loss, xtr, ytr, images, &s, classes, &lp, saved)?;
             detail = format!("l2 {:.0e}, {} iterations", f.l2, f.iterations);
+            if f.reused > 0 {
+                detail.push_str(&format!(" ({} stages read back)", f.reused));
+            }
             if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }
@@ -227,7 +233,7 @@ mod tests {
             Classifier::Svm,
         ] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
-            let e = evaluate(c, &p, a, &ytr, None, b, &yte, None, 3).unwrap();
+            let e = evaluate(c, &p, None, a, &ytr, None, b, &yte, None, 3).unwrap();
             assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
             assert_eq!(e.confusion.sum() as usize, 90);
         }
@@ -242,7 +248,7 @@ mod tests {
         for c in [Classifier::Lr, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
             assert!(
-                evaluate(c, &p, a, &ytr, None, b, &yte, None, 3).is_err(),
+                evaluate(c, &p, None, a, &ytr, None, b, &yte, None, 3).is_err(),
                 "{c:?}"
             );
         }
@@ -252,7 +258,7 @@ mod tests {
         for c in [Classifier::Lr, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(xte.view()));
             assert!(
-                evaluate(c, &p, a, &ytr, None, b, &yte, None, 3).is_err(),
+                evaluate(c, &p, None, a, &ytr, None, b, &yte, None, 3).is_err(),
                 "{c:?}"
             );
         }
@@ -276,12 +282,23 @@ mod tests {
         };
         for c in [Classifier::Rf, Classifier::Svm] {
             let (a, b) = (Features::Memory(xtr.view()), Features::Memory(x2.view()));
-            let e = evaluate(c, &p, a, &ytr, None, b, &y2, Some(&images), 3).unwrap();
+            let e = evaluate(c, &p, None, a, &ytr, None, b, &y2, Some(&images), 3).unwrap();
             assert_eq!(e.confusion.sum() as usize, 90, "{c:?}");
             assert!(e.accuracy > 0.9, "{c:?}: {}", e.accuracy);
         }
         let (a, b) = (Features::Memory(xtr.view()), Features::Memory(x2.view()));
-        let err = evaluate(Classifier::Lr, &p, a, &ytr, None, b, &y2, Some(&images), 3);
+        let err = evaluate(
+            Classifier::Lr,
+            &p,
+            None,
+            a,
+            &ytr,
+            None,
+            b,
+            &y2,
+            Some(&images),
+            3,
+        );
         assert!(err.unwrap_err().to_string().contains("features.flip"));
     }
 }

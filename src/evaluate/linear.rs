@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::store::{Row, Span, Store};
 use crate::error::{Error, Result};
+use crate::evaluate::l2path::{PathCheckpoints, Solution};
 use crate::learn::optim::{minimize, LbfgsParams};
 use crate::learn::sae::{simd, Real};
 
@@ -184,6 +185,16 @@ impl Standardiser {
             mean: vec![0.0; d],
             inv_std: vec![1.0; d],
         }
+    }
+
+    /// A hash of the shifts and scales: two standardisers with the same fingerprint
+    /// standardise alike.
+    pub fn fingerprint(&self) -> String {
+        let mut h = crc32fast::Hasher::new();
+        for v in self.mean.iter().chain(&self.inv_std) {
+            h.update(&v.to_le_bytes());
+        }
+        format!("{:08x}-{}", h.finalize(), self.mean.len())
     }
 
     /// Fits on every row of `x` in one streamed pass, scaled as `scaling` says. Each
@@ -381,8 +392,11 @@ pub struct Fitted {
     pub l2: f64,
     /// (l2, validation accuracy) of every candidate (empty without validation).
     pub validation: Vec<(f64, f64)>,
-    /// L-BFGS iterations of the path and the refit together.
+    /// L-BFGS iterations of the path and the refit together (those of stages read
+    /// back included).
     pub iterations: usize,
+    /// Stages of the path (candidates and refit) read back from their checkpoints.
+    pub reused: usize,
 }
 
 /// A block's loss sum, gradient (weights, biases) and score scratch.
@@ -945,7 +959,10 @@ fn holdout(
 /// Fits a classifier on the rows of `x` (raw features, standardised by `std` as they
 /// are read) with labels `y`, choosing the L2 weight on a held-out split: a seeded
 /// choice of rows, or of images where `images` numbers the image of each row (rows of
-/// one image, such as an image and its mirror, are held out together).
+/// one image, such as an image and its mirror, are held out together). With `saved`,
+/// every stage of the path is saved as it ends, and a stage saved before is read back
+/// instead of trained.
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
     loss: Loss,
     x: Features,
@@ -954,6 +971,7 @@ pub fn fit(
     std: &Standardiser,
     classes: usize,
     p: &LinearParams,
+    saved: Option<&PathCheckpoints>,
 ) -> Result<Fitted> {
     let (n, d) = (x.rows(), x.dim());
     if n != y.len() || n == 0 {
@@ -978,9 +996,23 @@ pub fn fit(
     let mut l2s = p.l2.clone();
     l2s.sort_by(|a, b| b.total_cmp(a));
     let split = Split { x, y, std, classes };
-    let zero = vec![0.0; classes * (d + 1)];
+    let params = classes * (d + 1);
+    let zero = vec![0.0; params];
+    // Everything but the L2 values that shapes the solutions; the optimiser's
+    // tolerances are fixed in `Split::train`, so a change there needs a new version.
+    let settings = serde_json::json!({
+        "version": 1, "loss": loss.name(), "rows": n, "dim": d, "classes": classes,
+        "validation": p.validation, "seed": p.seed, "max_iter": p.max_iter,
+        "warm_iter": p.warm_iter, "standardiser": std.fingerprint(),
+    });
+    let mut stages = Stages {
+        saved,
+        settings,
+        params,
+        reused: 0,
+        iterations: 0,
+    };
     let mut validation = Vec::new();
-    let mut iterations = 0;
     let mut best = (l2s[0], f64::NEG_INFINITY, zero.clone());
     let split_rows = if l2s.len() > 1 {
         holdout(n, images, p.validation, p.seed)
@@ -996,38 +1028,99 @@ pub fn fit(
         let mut theta = zero.clone();
         for (k, &l2) in l2s.iter().enumerate() {
             let iters = if k == 0 { p.max_iter } else { p.warm_iter };
-            let (t, done) = split.train(loss, &fit_rows, l2, theta, iters)?;
-            theta = t;
-            iterations += done;
-            let m = LinearModel::from_theta(&theta, classes, d);
-            let pred = m.predict(x, &val_rows, images, std)?;
-            let acc = crate::evaluate::metrics::score(&pred, &truth, classes).accuracy;
+            let s = stages.run("candidate", &l2s[..=k], || {
+                let (t, done) = split.train(loss, &fit_rows, l2, theta.clone(), iters)?;
+                let m = LinearModel::from_theta(&t, classes, d);
+                let pred = m.predict(x, &val_rows, images, std)?;
+                let acc = crate::evaluate::metrics::score(&pred, &truth, classes).accuracy;
+                Ok(Solution {
+                    theta: t,
+                    accuracy: acc,
+                    iterations: done,
+                })
+            })?;
             crate::progress::say(format!(
-                "classify: l2 {l2:.0e}: validation accuracy {acc:.4} ({} images, {held} rows)",
+                "classify: l2 {l2:.0e}: validation accuracy {:.4} ({} images, {held} rows)",
+                s.accuracy,
                 truth.len()
             ));
-            validation.push((l2, acc));
-            if acc > best.1 {
-                best = (l2, acc, theta.clone());
+            validation.push((l2, s.accuracy));
+            if s.accuracy > best.1 {
+                best = (l2, s.accuracy, s.theta.clone());
             }
+            theta = s.theta;
         }
     }
     // The refit starts from the chosen candidate's solution, which is close to the
-    // solution on all rows, so it needs only the warm-start budget.
-    let iters = if validation.is_empty() {
-        p.max_iter
+    // solution on all rows, so it needs only the warm-start budget. Its stage follows
+    // the whole grid, which decides the choice.
+    let (iters, path) = if validation.is_empty() {
+        (p.max_iter, vec![best.0])
     } else {
-        p.warm_iter
+        (p.warm_iter, l2s.clone())
     };
     let all: Vec<usize> = (0..n).collect();
-    let (theta, done) = split.train(loss, &all, best.0, best.2, iters)?;
-    iterations += done;
+    let s = stages.run("refit", &path, || {
+        let (t, done) = split.train(loss, &all, best.0, best.2.clone(), iters)?;
+        Ok(Solution {
+            theta: t,
+            accuracy: f64::NAN,
+            iterations: done,
+        })
+    })?;
     Ok(Fitted {
-        model: LinearModel::from_theta(&theta, classes, d),
+        model: LinearModel::from_theta(&s.theta, classes, d),
         l2: best.0,
         validation,
-        iterations,
+        iterations: stages.iterations,
+        reused: stages.reused,
     })
+}
+
+/// The stages of one fit's path, each read back from `saved` when it holds it, or
+/// trained and then saved there.
+struct Stages<'a> {
+    saved: Option<&'a PathCheckpoints>,
+    settings: serde_json::Value,
+    params: usize,
+    reused: usize,
+    iterations: usize,
+}
+
+impl Stages<'_> {
+    fn run(
+        &mut self,
+        stage: &str,
+        l2s: &[f64],
+        train: impl FnOnce() -> Result<Solution>,
+    ) -> Result<Solution> {
+        let Some(c) = self.saved else {
+            let s = train()?;
+            self.iterations += s.iterations;
+            return Ok(s);
+        };
+        let key = c.key(&self.settings, stage, l2s);
+        let s = match c.load(&key, self.params)? {
+            Some(s) => {
+                self.reused += 1;
+                crate::progress::say(format!(
+                    "classify: {stage} at l2 {:.0e}: read back from {} ({} iterations)",
+                    l2s[l2s.len() - 1],
+                    c.file(&key).display(),
+                    s.iterations
+                ));
+                s
+            }
+            None => {
+                let s = train()?;
+                c.save(&key, &s)?;
+                crate::learn::checkpoint::crash_point("after-classify-stage");
+                s
+            }
+        };
+        self.iterations += s.iterations;
+        Ok(s)
+    }
 }
 
 #[cfg(test)]
@@ -1194,7 +1287,17 @@ mod tests {
                 warm_iter: 2,
                 seed: 1,
             };
-            let f = fit(loss, Features::Memory(x.view()), &y, None, &std, 5, &p).unwrap();
+            let f = fit(
+                loss,
+                Features::Memory(x.view()),
+                &y,
+                None,
+                &std,
+                5,
+                &p,
+                None,
+            )
+            .unwrap();
             assert_eq!(f.validation.len(), 2);
             // The second candidate and the refit start warm and stop at `warm_iter`
             // (the first, from zero, needs more than that).
@@ -1273,8 +1376,8 @@ mod tests {
             warm_iter: 5,
             seed: 3,
         };
-        let a = fit(Loss::SquaredHinge, mem, &y, None, &sm, c, &p).unwrap();
-        let b = fit(Loss::SquaredHinge, disk, &y, None, &sd, c, &p).unwrap();
+        let a = fit(Loss::SquaredHinge, mem, &y, None, &sm, c, &p, None).unwrap();
+        let b = fit(Loss::SquaredHinge, disk, &y, None, &sd, c, &p, None).unwrap();
         assert_eq!(a.validation, b.validation);
         assert_eq!(a.model.w, b.model.w);
         assert_eq!(a.model.b, b.model.b);
@@ -1285,6 +1388,43 @@ mod tests {
         let acc =
             crate::evaluate::metrics::score(&a.model.predict_all(mem, None, &sm).unwrap(), &y, c);
         assert!(acc.accuracy > 0.8, "{}", acc.accuracy);
+    }
+
+    /// A path saved stage by stage reaches the uninterrupted fit exactly: a shorter
+    /// grid's candidates are read back and only the new ones train; other settings
+    /// share nothing.
+    #[test]
+    fn a_saved_path_extends_to_the_uninterrupted_fit() {
+        let (x, y) = data(600, 12, 4, 5);
+        let mem = Features::Memory(x.view());
+        let std = Standardiser::fit(mem, 0.01, Scaling::Feature).unwrap();
+        let p = |l2: Vec<f64>, warm_iter| LinearParams {
+            l2,
+            validation: 0.25,
+            max_iter: 30,
+            warm_iter,
+            seed: 2,
+        };
+        let full = p(vec![1e-1, 1e-2, 1e-3], 10);
+        let fit_with = |p: &LinearParams, c| fit(Loss::SquaredHinge, mem, &y, None, &std, 4, p, c);
+        let whole = fit_with(&full, None).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let c = PathCheckpoints::new(d.path(), "test features");
+        let short = fit_with(&p(vec![1e-2, 1e-1], 10), Some(&c)).unwrap();
+        assert_eq!(short.reused, 0);
+        assert_eq!(short.validation, whole.validation[..2]);
+        let long = fit_with(&full, Some(&c)).unwrap();
+        assert_eq!(long.reused, 2, "the two candidates of the shorter grid");
+        for f in [&long, &fit_with(&full, Some(&c)).unwrap()] {
+            assert_eq!(f.validation, whole.validation);
+            assert_eq!((f.l2, f.iterations), (whole.l2, whole.iterations));
+            assert_eq!((&f.model.w, &f.model.b), (&whole.model.w, &whole.model.b));
+        }
+        assert_eq!(fit_with(&full, Some(&c)).unwrap().reused, 4);
+        assert_eq!(
+            fit_with(&p(full.l2.clone(), 11), Some(&c)).unwrap().reused,
+            0
+        );
     }
 
     /// Features that are all constant (a threshold above every response) carry no

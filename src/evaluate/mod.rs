@@ -2,6 +2,7 @@
 //! the result tables other tools read.
 
 pub mod classify;
+pub mod l2path;
 pub mod linear;
 pub mod metrics;
 pub mod results;

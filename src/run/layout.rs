@@ -11,6 +11,7 @@
 //!             loss.csv               training trace
 //!             filters.png patches.png
 //!             features/<labelled>/<set>-{train,test}.arrow
+//!             features/<labelled>/fits/<set>-<classifier>/  saved L2-path stages
 //!             results.csv, .parquet  accuracy per feature set and classifier
 //!             confusion/<set>-<classifier>.csv
 //!             done.json              a finished sweep run
@@ -221,6 +222,14 @@ impl RunLayout {
     /// The feature file of `set` for `split` (train or test).
     pub fn feature(&self, set: &str, split: &str) -> PathBuf {
         self.features.join(format!("{set}-{split}.arrow"))
+    }
+
+    /// The saved stages of `classifier`'s L2 path on feature set `set`, kept beside
+    /// the features so that every run that shares them shares these.
+    pub fn fits(&self, set: &str, classifier: &str) -> PathBuf {
+        self.features
+            .join("fits")
+            .join(format!("{set}-{classifier}"))
     }
 
     /// The picture of the first-layer filters.

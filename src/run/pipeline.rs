@@ -16,6 +16,7 @@ use crate::dist::{broadcast_value, Comm, Single};
 use crate::encode::{write_raw, Encoder};
 use crate::error::{Error, Result};
 use crate::evaluate::classify::{evaluate, Classifier};
+use crate::evaluate::l2path::PathCheckpoints;
 use crate::evaluate::linear::Features;
 use crate::evaluate::metrics::write_confusion;
 use crate::evaluate::results::Record;
@@ -359,11 +360,28 @@ impl<'a> Run<'a> {
         let (xtr, xte) = (Features::Stored(&train), Features::Stored(&test));
         let params = self.cfg.classify.params(self.cfg.seed);
         let mut rows = Vec::new();
+        let train_file = self.layout.feature(name, "train");
+        // Re-encoded features start a path afresh.
+        let identity = std::fs::metadata(&train_file)
+            .map_err(Error::io(&train_file))
+            .map(|m| {
+                let modified = m.modified().ok().and_then(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_nanos())
+                });
+                format!("{name} {} bytes, modified {modified:?}", m.len())
+            })?;
         for &c in which {
             let t = Instant::now();
+            let saved = PathCheckpoints::new(
+                self.layout.fits(name, c.name()),
+                format!("{} {identity}", c.name()),
+            );
             let e = evaluate(
                 c,
                 &params,
+                Some(&saved),
                 xtr,
                 &ytr,
                 Some(&images),
