@@ -359,9 +359,16 @@ fn cmd_run(
     if !comm.is_root() {
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<22} {:<8} {:>8}", "features", "clf", "accuracy");
+    println!(
+        "{:<22} {:<8} {:>8} {:>10}",
+        "features", "clf", "accuracy", "validation"
+    );
     for r in &results {
-        println!("{:<22} {:<8} {:>8.4}", r.features, r.classifier, r.accuracy);
+        let v = r.validation.map_or(String::new(), |v| format!("{v:.4}"));
+        println!(
+            "{:<22} {:<8} {:>8.4} {v:>10}",
+            r.features, r.classifier, r.accuracy
+        );
     }
     println!(
         "results: {} (and .parquet)",

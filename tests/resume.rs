@@ -907,18 +907,26 @@ fn a_kill_after_the_final_checkpoint_does_not_train_further() {
     );
 }
 
-/// The accuracy column of a run's table.
-fn accuracy_column(run: &Path) -> Vec<String> {
+/// Column `name` of a run's table.
+fn column(run: &Path, name: &str) -> Vec<String> {
     let text = std::fs::read_to_string(run.join("results.csv")).unwrap();
     let mut lines = text.lines();
     let at = lines
         .next()
         .unwrap()
         .split(',')
-        .position(|c| c == "accuracy")
-        .unwrap();
+        .position(|c| c == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     lines
         .map(|l| l.split(',').nth(at).unwrap().to_string())
+        .collect()
+}
+
+/// The scores of a run's table: test and validation accuracy, chosen L2, iterations.
+fn accuracy_column(run: &Path) -> Vec<String> {
+    ["accuracy", "validation", "l2", "classify_iterations"]
+        .iter()
+        .map(|c| column(run, c).join(" "))
         .collect()
 }
 
@@ -943,7 +951,13 @@ fn the_classifier_path_resumes_and_extends() {
     assert!(ok, "{err}");
     assert!(!err.contains("read back"), "{err}");
     let expected = accuracy_column(&d.path().join("whole"));
-    assert_eq!(expected.len(), 1);
+    // The table says what the path chose, and on what validation accuracy.
+    let chosen: f64 = column(&d.path().join("whole"), "l2")[0].parse().unwrap();
+    assert!([1e-1, 1e-2, 1e-3].contains(&chosen), "{expected:?}");
+    let val: f64 = column(&d.path().join("whole"), "validation")[0]
+        .parse()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&val), "{expected:?}");
 
     let cut = mk("cut", grid);
     let out = Command::new(bin())

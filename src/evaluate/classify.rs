@@ -21,7 +21,7 @@ use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegress
 use crate::error::{Error, Result};
 use crate::evaluate::l2path::PathCheckpoints;
 use crate::evaluate::linear::{self, Features, LinearParams, Loss, Scaling, Standardiser};
-use crate::evaluate::metrics::{score, Evaluation};
+use crate::evaluate::metrics::{score, Evaluation, PathSummary};
 
 /// A classifier kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,6 +129,7 @@ pub fn evaluate(
     let s = Standardiser::fit(xtr, p.var_floor, p.scaling)?;
     let fail = |e: smartcore::error::Failed| Error::Classifier(format!("{}: {e}", which.name()));
     let mut detail = String::new();
+    let mut path = None;
     let pred: Vec<u32> = match which {
         Classifier::Rf => {
             // smartcore fits trees one after another; fitting one-tree forests in
@@ -169,14 +170,21 @@ pub fn evaluate(
             if f.reused > 0 {
                 detail.push_str(&format!(" ({} stages read back)", f.reused));
             }
-            if let Some((_, acc)) = f.validation.iter().find(|(l, _)| *l == f.l2) {
+            let chosen = f.validation.iter().find(|(l, _)| *l == f.l2).map(|v| v.1);
+            if let Some(acc) = chosen {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }
+            path = Some(PathSummary {
+                l2: f.l2,
+                validation: chosen,
+                iterations: f.iterations as u64,
+            });
             f.model.predict_all(xte, test_images, &s)?
         }
     };
     let mut e = score(&pred, &truth, classes);
     e.detail = detail;
+    e.path = path;
     Ok(e)
 }
 

@@ -18,6 +18,20 @@ pub struct Evaluation {
     pub confusion: Array2<u32>,
     /// What was chosen on the way (e.g. the L2 weight), for the log.
     pub detail: String,
+    /// How a linear classifier was chosen and fitted, for the result table.
+    pub path: Option<PathSummary>,
+}
+
+/// The chosen candidate of a linear classifier's L2 path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PathSummary {
+    /// The chosen L2 weight.
+    pub l2: f64,
+    /// Its validation accuracy (none when the grid has one value and nothing is held
+    /// out).
+    pub validation: Option<f64>,
+    /// L-BFGS iterations of the path and the refit together.
+    pub iterations: u64,
 }
 
 /// Accuracy and confusion matrix of predictions.
@@ -39,6 +53,7 @@ pub fn score(pred: &[u32], truth: &[u32], classes: usize) -> Evaluation {
         accuracy: right as f64 / truth.len().max(1) as f64,
         confusion,
         detail: String::new(),
+        path: None,
     }
 }
 

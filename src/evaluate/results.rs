@@ -30,6 +30,11 @@ pub struct Record {
     pub classifier: String,
     /// Test accuracy.
     pub accuracy: f64,
+    /// Validation accuracy of the chosen setting (linear classifiers choosing L2 on a
+    /// held-out split of the training images).
+    pub validation: Option<f64>,
+    /// The L2 weight a linear classifier used.
+    pub l2: Option<f64>,
     /// Feature width.
     pub dim: u64,
     /// Grid step (none for raw pixels).
@@ -50,6 +55,8 @@ pub struct Record {
     pub stop: String,
     /// Seconds to fit and predict.
     pub classify_seconds: f64,
+    /// L-BFGS iterations of a linear classifier (its L2 path and refit).
+    pub classify_iterations: Option<u64>,
     /// Seconds the run took so far.
     pub run_seconds: f64,
     /// Peak resident memory of the process, KiB.
@@ -78,11 +85,13 @@ pub const FINISHED: &str = "finished";
 
 /// Columns before the grid columns, and after.
 const HEAD: [&str; 1] = ["run"];
-const TAIL: [&str; 23] = [
+const TAIL: [&str; 26] = [
     "status",
     "features",
     "classifier",
     "accuracy",
+    "validation",
+    "l2",
     "dim",
     "step",
     "mode",
@@ -93,6 +102,7 @@ const TAIL: [&str; 23] = [
     "iterations",
     "stop",
     "classify_seconds",
+    "classify_iterations",
     "run_seconds",
     "peak_rss_kb",
     "loss_csv",
@@ -124,11 +134,15 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
     }
     let f64s = |f: &dyn Fn(&Record) -> f64| records.iter().map(f).collect::<Vec<f64>>();
     let u64s = |f: &dyn Fn(&Record) -> u64| records.iter().map(f).collect::<Vec<u64>>();
+    let opt_f64s =
+        |f: &dyn Fn(&Record) -> Option<f64>| records.iter().map(f).collect::<Vec<Option<f64>>>();
     cols.extend([
         Column::new("status".into(), strs(&|r| r.status.clone())),
         Column::new("features".into(), strs(&|r| r.features.clone())),
         Column::new("classifier".into(), strs(&|r| r.classifier.clone())),
         Column::new("accuracy".into(), f64s(&|r| r.accuracy)),
+        Column::new("validation".into(), opt_f64s(&|r| r.validation)),
+        Column::new("l2".into(), opt_f64s(&|r| r.l2)),
         Column::new("dim".into(), u64s(&|r| r.dim)),
         Column::new(
             "step".into(),
@@ -142,6 +156,13 @@ pub fn frame(records: &[Record]) -> Result<DataFrame> {
         Column::new("iterations".into(), u64s(&|r| r.iterations)),
         Column::new("stop".into(), strs(&|r| r.stop.clone())),
         Column::new("classify_seconds".into(), f64s(&|r| r.classify_seconds)),
+        Column::new(
+            "classify_iterations".into(),
+            records
+                .iter()
+                .map(|r| r.classify_iterations)
+                .collect::<Vec<Option<u64>>>(),
+        ),
         Column::new("run_seconds".into(), f64s(&|r| r.run_seconds)),
         Column::new("peak_rss_kb".into(), u64s(&|r| r.peak_rss_kb)),
         Column::new("loss_csv".into(), strs(&|r| r.loss_csv.clone())),
@@ -196,6 +217,14 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
             .map(|i| ca.get(i).unwrap_or_default().to_string())
             .collect())
     };
+    let maybe_float = |name: &str| -> Result<Vec<Option<f64>>> {
+        if df.column(name).is_err() {
+            return Ok(vec![None; n]);
+        }
+        let c = col(name, DataType::Float64)?;
+        let ca = c.f64().map_err(|e| bad(e.to_string()))?;
+        Ok((0..ca.len()).map(|i| ca.get(i)).collect())
+    };
     let float = |name: &str| -> Result<Vec<f64>> {
         let c = col(name, DataType::Float64)?;
         let ca = c.f64().map_err(|e| bad(e.to_string()))?;
@@ -243,6 +272,12 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
     let (config_hash, git_rev) = (optional("config_hash", "")?, optional("git_rev", "")?);
     let (started, finished) = (optional("started", "")?, optional("finished", "")?);
     let (cs, rs) = (float("classify_seconds")?, float("run_seconds")?);
+    let (validation, l2) = (maybe_float("validation")?, maybe_float("l2")?);
+    let classify_iterations = if df.column("classify_iterations").is_ok() {
+        int("classify_iterations")?
+    } else {
+        vec![None; n]
+    };
     let (dim, step, patches, rss) = (
         int("dim")?,
         int("step")?,
@@ -260,6 +295,8 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
             features: features[i].clone(),
             classifier: classifier[i].clone(),
             accuracy: accuracy[i],
+            validation: validation[i],
+            l2: l2[i],
             dim: dim[i].unwrap_or(0),
             step: step[i],
             mode: mode[i].clone(),
@@ -270,6 +307,7 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
             iterations: iterations[i].unwrap_or(0),
             stop: stop[i].clone(),
             classify_seconds: cs[i],
+            classify_iterations: classify_iterations[i],
             run_seconds: rs[i],
             peak_rss_kb: rss[i].unwrap_or(0),
             loss_csv: loss_csv[i].clone(),
@@ -305,6 +343,10 @@ pub(crate) mod tests {
             iterations: 40,
             stop: "MaxIter".into(),
             classify_seconds: 1.5,
+            // Linear classifiers record their path; the others leave it empty.
+            validation: (clf == "svm").then_some(acc - 0.01),
+            l2: (clf == "svm").then_some(1e-4),
+            classify_iterations: (clf == "svm").then_some(300),
             run_seconds: 10.0,
             peak_rss_kb: 12345,
             loss_csv: format!("runs/{run}/loss.csv"),
@@ -329,16 +371,20 @@ pub(crate) mod tests {
         assert_eq!(read(&d.path().join("results.parquet")).unwrap(), recs);
         let csv = std::fs::read_to_string(d.path().join("results.csv")).unwrap();
         let header = csv.lines().next().unwrap().trim_start_matches('\u{feff}');
-        assert!(header.starts_with("run,features.steps,status,features,classifier,accuracy,"));
+        assert!(header
+            .starts_with("run,features.steps,status,features,classifier,accuracy,validation,l2,"));
         assert_eq!(csv.lines().count(), 4);
     }
 
     #[test]
     fn a_table_from_before_later_columns_reads_as_not_recorded() {
         let d = tempfile::tempdir().unwrap();
-        let recs = vec![record("a", Some(8), "rf", 0.31)];
+        let recs = vec![record("a", Some(8), "svm", 0.31)];
         let mut df = frame(&recs).unwrap();
         for c in [
+            "validation",
+            "l2",
+            "classify_iterations",
             "iterations",
             "stop",
             "status",
@@ -357,6 +403,8 @@ pub(crate) mod tests {
             .unwrap();
         let back = read(&path).unwrap();
         assert_eq!((back[0].iterations, back[0].stop.as_str()), (0, ""));
+        assert_eq!((back[0].validation, back[0].l2), (None, None));
+        assert_eq!(back[0].classify_iterations, None);
         assert_eq!(back[0].accuracy, 0.31);
         assert_eq!(
             (back[0].status.as_str(), back[0].git_rev.as_str()),

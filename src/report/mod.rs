@@ -29,8 +29,9 @@ pub struct Report {
 }
 
 /// The table of `records` as markdown: one line per (run, feature set), one column per
-/// classifier, as the study reports them; runs that did not finish follow in a table
-/// of their own, with their status and error.
+/// classifier, as the study reports them (test accuracy, with the validation accuracy
+/// of the chosen setting where a classifier chose one); runs that did not finish
+/// follow in a table of their own, with their status and error.
 pub fn markdown(records: &[Record]) -> String {
     let (done, other): (Vec<Record>, Vec<Record>) = records
         .iter()
@@ -60,16 +61,18 @@ fn accuracy_table(records: &[Record]) -> String {
         .first()
         .map(|r| r.grid.iter().map(|(k, _)| k.as_str()).collect())
         .unwrap_or_default();
-    let mut rows: Vec<(&Record, BTreeMap<&str, f64>)> = Vec::new();
+    type Scores = (f64, Option<f64>);
+    let mut rows: Vec<(&Record, BTreeMap<&str, Scores>)> = Vec::new();
     for r in records {
+        let scores = (r.accuracy, r.validation);
         match rows
             .iter_mut()
             .find(|(h, _)| h.run == r.run && h.features == r.features)
         {
             Some((_, m)) => {
-                m.insert(&r.classifier, r.accuracy);
+                m.insert(&r.classifier, scores);
             }
-            None => rows.push((r, BTreeMap::from([(r.classifier.as_str(), r.accuracy)]))),
+            None => rows.push((r, BTreeMap::from([(r.classifier.as_str(), scores)]))),
         }
     }
     let mut out = String::from("| run |");
@@ -92,8 +95,12 @@ fn accuracy_table(records: &[Record]) -> String {
         }
         let _ = write!(out, " {} | {} |", r.features, r.dim);
         for c in &classifiers {
+            // Test accuracy, with the validation accuracy that chose the setting.
             match accs.get(c) {
-                Some(a) => {
+                Some((a, Some(v))) => {
+                    let _ = write!(out, " {:.1} % (val {:.1} %) |", 100.0 * a, 100.0 * v);
+                }
+                Some((a, None)) => {
                     let _ = write!(out, " {:.1} % |", 100.0 * a);
                 }
                 None => out.push_str(" |"),
@@ -714,6 +721,7 @@ mod tests {
             .unwrap();
             recs.push(record(run, Some(step), "rf", 0.3 + step as f64 / 100.0));
             recs.push(record(run, Some(step), "lr", 0.2));
+            recs.push(record(run, Some(step), "svm", 0.25));
         }
         // The best result's confusion matrix, where `sae run` leaves it.
         std::fs::create_dir_all(d.path().join("runs/r24/confusion")).unwrap();
@@ -728,8 +736,10 @@ mod tests {
         crate::evaluate::results::write(d.path(), &recs).unwrap();
         let rep = write_report(d.path()).unwrap();
         assert!(rep.markdown.contains("| rf | lr |"), "{}", rep.markdown);
+        // svm chose its L2 on validation data, which the table shows beside test.
         assert!(
-            rep.markdown.contains("| 46.0 % | 20.0 % |"),
+            rep.markdown
+                .contains("| 46.0 % | 20.0 % | 25.0 % (val 24.0 %) |"),
             "{}",
             rep.markdown
         );
