@@ -11,13 +11,21 @@ use crate::error::{Error, Result};
 /// the folder: the rename itself is durable only once the folder's entry is on disk,
 /// and a checkpoint index must never point at a body a power cut could take back.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-        f.write_all(bytes).map_err(Error::io(&tmp))?;
-        f.sync_all().map_err(Error::io(&tmp))?;
+    // A temporary name of this process and call alone: two writers of one file (runs
+    // sharing a cache) must not truncate each other's half-written copy.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .map_err(Error::io(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(Error::io(path)));
+    if written.is_err() {
+        // A full disk must not also keep the partial copy.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    written?;
     sync_dir(path)
 }
 

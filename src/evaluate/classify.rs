@@ -170,7 +170,7 @@ pub fn evaluate(
             if f.reused > 0 {
                 detail.push_str(&format!(" ({} stages read back)", f.reused));
             }
-            let chosen = f.validation.iter().find(|(l, _)| *l == f.l2).map(|v| v.1);
+            let chosen = f.chosen_validation;
             if let Some(acc) = chosen {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }

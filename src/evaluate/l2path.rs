@@ -1,28 +1,32 @@
 //! Checkpoints of the linear classifiers' L2 path, so that a killed classify resumes
-//! from its last finished candidate and a longer grid continues a shorter one.
+//! from its last finished stage and a longer grid continues a shorter one.
 //!
 //! Each stage of the path (a candidate, or the refit on all rows) is saved as one file
-//! named by the hash of everything that determines its solution: what the caller
-//! names as the fit's identity (feature file, classifier), the standardiser, the split,
-//! the iteration budgets, and the L2 values of the path up to and including it. Every
-//! candidate starts from the previous solution alone (a fresh L-BFGS history), so a
-//! resumed path reaches exactly the solutions of an uninterrupted one, and a grid that
-//! extends an earlier one (3e-3 … 1e-4 to 3e-3 … 3e-5) trains only its new candidates.
+//! named by a hash of everything that determines its solution: what the caller names
+//! as the fit's identity (feature file, classifier), the labels, the standardiser, the
+//! split, the optimiser's settings and budgets, and the L2 values of the path up to and
+//! including it. Every candidate starts from the previous solution alone (a fresh
+//! L-BFGS history), so a resumed path reaches exactly the solutions of an
+//! uninterrupted one, and a grid that extends an earlier one downwards (3e-3 … 1e-4 to
+//! 3e-3 … 3e-5) trains only its new candidates; the refit follows the candidates up to
+//! the chosen one, so it is read back too while the choice stands.
 //!
 //! ```text
-//! <dir>/<hash>.fit   "SAEFIT01", CRC-32 of the body (u32 LE), bincode body:
-//!                    the key, θ (f64), validation accuracy, L-BFGS iterations
+//! <dir>/<stage>-<k>-<hash>.fit   "SAEFIT01", CRC-32 of the body (u32 LE), bincode
+//!                                body: the key, the build that trained it, θ (f64),
+//!                                validation accuracy, L-BFGS iterations
 //! ```
 //!
-//! Files are written whole or not at all ([`crate::fsio::write_atomic`]). One that
-//! does not read back (damaged, or another key under the same hash) is reported and
-//! its stage trained again.
+//! Files are written whole or not at all ([`crate::fsio::write_atomic`]). The files
+//! only save time, so none of their faults stops a fit: one that does not read back
+//! (damaged, unreadable, or another key under the same hash) is reported and its stage
+//! trained again, and one that cannot be written is reported and the fit goes on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 const MAGIC: &[u8; 8] = b"SAEFIT01";
 
@@ -40,6 +44,7 @@ pub struct Solution {
 #[derive(Serialize, Deserialize)]
 struct Body {
     key: String,
+    build: String,
     solution: Solution,
 }
 
@@ -48,6 +53,20 @@ struct Body {
 pub struct PathCheckpoints {
     dir: PathBuf,
     identity: String,
+}
+
+/// A stage of the path: its kind, its place and its key.
+pub struct Stage {
+    name: String,
+    key: String,
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, and unlike a CRC not affine, so
+/// keys of one length do not collide in pairs.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl PathCheckpoints {
@@ -60,55 +79,64 @@ impl PathCheckpoints {
         }
     }
 
-    /// The key of stage `stage` of a fit with settings `fit` after the L2 values `l2s`.
-    pub fn key(&self, fit: &serde_json::Value, stage: &str, l2s: &[f64]) -> String {
+    /// Stage `stage` of a fit whose solution is determined by `fit` and the L2 values
+    /// `l2s` of the path up to and including it.
+    pub fn stage(&self, fit: &serde_json::Value, stage: &str, l2s: &[f64]) -> Stage {
         // Exact values, so that 1e-4 and a nearby 1.0000001e-4 never share a stage.
         let l2: Vec<String> = l2s
             .iter()
             .map(|v| format!("{:016x}", v.to_bits()))
             .collect();
-        serde_json::json!({
+        let key = serde_json::json!({
             "identity": self.identity, "fit": fit, "stage": stage, "l2": l2,
         })
-        .to_string()
-    }
-
-    /// The file of the stage with `key`.
-    pub fn file(&self, key: &str) -> PathBuf {
-        let salted = format!("sae-fit/{key}");
-        self.dir.join(format!(
-            "{:08x}{:08x}.fit",
-            crc32fast::hash(key.as_bytes()),
-            crc32fast::hash(salted.as_bytes())
-        ))
-    }
-
-    /// The saved solution of `key`, when there is one that reads back whole, with
-    /// `params` finite parameters. A file that does not is reported and ignored.
-    pub fn load(&self, key: &str, params: usize) -> Result<Option<Solution>> {
-        let file = self.file(key);
-        let blob = match std::fs::read(&file) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&file)(e)),
-        };
-        match decode(&blob, key, params) {
-            Ok(s) => Ok(Some(s)),
-            Err(problem) => {
-                crate::progress::say(format!(
-                    "classify: {}: {problem}; training that stage again",
-                    file.display()
-                ));
-                Ok(None)
-            }
+        .to_string();
+        Stage {
+            name: format!("{stage}-{}-{:016x}.fit", l2s.len(), fnv1a(key.as_bytes())),
+            key,
         }
     }
 
-    /// Saves the solution of `key` (durable when this returns).
-    pub fn save(&self, key: &str, s: &Solution) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(Error::io(&self.dir))?;
+    /// The file of `stage`.
+    pub fn file(&self, stage: &Stage) -> PathBuf {
+        self.dir.join(&stage.name)
+    }
+
+    /// The saved solution of `stage`, when there is one that reads back whole, with
+    /// `params` finite parameters, and the build that trained it. A file that does not
+    /// is reported and ignored.
+    pub fn load(&self, stage: &Stage, params: usize) -> Option<(Solution, String)> {
+        let file = self.file(stage);
+        let found = match std::fs::read(&file) {
+            Ok(blob) => decode(&blob, &stage.key, params),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => Err(format!("unreadable ({e})")),
+        };
+        found
+            .map_err(|problem| {
+                crate::progress::say(format!(
+                    "classify: {}: {problem}; training that stage again",
+                    file.display()
+                ))
+            })
+            .ok()
+    }
+
+    /// Saves the solution of `stage` (durable when this returns). A failure is
+    /// reported, not returned: the fit goes on without the checkpoint.
+    pub fn save(&self, stage: &Stage, s: &Solution) {
+        if let Err(e) = self.try_save(stage, s) {
+            crate::progress::say(format!(
+                "classify: could not save the stage ({e}); going on without its checkpoint"
+            ));
+        }
+    }
+
+    fn try_save(&self, stage: &Stage, s: &Solution) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(crate::error::Error::io(&self.dir))?;
         let body = bincode::serialize(&Body {
-            key: key.to_string(),
+            key: stage.key.clone(),
+            build: crate::run::stamp::git_rev().to_string(),
             solution: s.clone(),
         })
         .expect("a solution serialises");
@@ -116,16 +144,15 @@ impl PathCheckpoints {
         blob.extend_from_slice(MAGIC);
         blob.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         blob.extend_from_slice(&body);
-        crate::fsio::write_atomic(&self.file(key), &blob)
-    }
-
-    /// The folder of the saved stages.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        crate::fsio::write_atomic(&self.file(stage), &blob)
     }
 }
 
-fn decode(blob: &[u8], key: &str, params: usize) -> std::result::Result<Solution, String> {
+fn decode(
+    blob: &[u8],
+    key: &str,
+    params: usize,
+) -> std::result::Result<(Solution, String), String> {
     if blob.len() < 12 || &blob[..8] != MAGIC {
         return Err("not a saved classifier stage".into());
     }
@@ -150,7 +177,7 @@ fn decode(blob: &[u8], key: &str, params: usize) -> std::result::Result<Solution
             s.theta.len()
         ));
     }
-    Ok(s)
+    Ok((s, body.build))
 }
 
 #[cfg(test)]
@@ -162,25 +189,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = PathCheckpoints::new(d.path().join("fits"), "features-a svm");
         let fit = serde_json::json!({"max_iter": 10});
-        let k = c.key(&fit, "candidate", &[1e-3, 1e-4]);
+        let k = c.stage(&fit, "candidate", &[1e-3, 1e-4]);
         let s = Solution {
             theta: vec![0.5, -1.25, 3.0],
             accuracy: 0.75,
             iterations: 9,
         };
-        assert_eq!(c.load(&k, 3).unwrap(), None);
-        c.save(&k, &s).unwrap();
-        assert_eq!(c.load(&k, 3).unwrap(), Some(s.clone()));
+        assert_eq!(c.load(&k, 3), None);
+        c.save(&k, &s);
+        let (back, build) = c.load(&k, 3).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(build, crate::run::stamp::git_rev());
         // Another path prefix, stage, settings or identity is another key and file.
         let others = [
-            c.key(&fit, "candidate", &[1e-3]),
-            c.key(&fit, "refit", &[1e-3, 1e-4]),
-            c.key(
+            c.stage(&fit, "candidate", &[1e-3]),
+            c.stage(&fit, "candidate", &[1e-3, 1.0000001e-4]),
+            c.stage(&fit, "refit", &[1e-3, 1e-4]),
+            c.stage(
                 &serde_json::json!({"max_iter": 11}),
                 "candidate",
                 &[1e-3, 1e-4],
             ),
-            PathCheckpoints::new(d.path().join("fits"), "features-b svm").key(
+            PathCheckpoints::new(d.path().join("fits"), "features-b svm").stage(
                 &fit,
                 "candidate",
                 &[1e-3, 1e-4],
@@ -188,21 +218,28 @@ mod tests {
         ];
         for o in &others {
             assert_ne!(c.file(o), c.file(&k));
-            assert_eq!(c.load(o, 3).unwrap(), None);
+            assert_eq!(c.load(o, 3), None);
         }
-        // The wrong size, a flipped byte, a cut file: ignored, not returned.
-        assert_eq!(c.load(&k, 4).unwrap(), None);
+        // The wrong size, a flipped byte, a cut file, a folder in its place: ignored.
+        assert_eq!(c.load(&k, 4), None);
         let f = c.file(&k);
         let mut blob = std::fs::read(&f).unwrap();
         let last = blob.len() - 1;
         blob[last] ^= 1;
         std::fs::write(&f, &blob).unwrap();
-        assert_eq!(c.load(&k, 3).unwrap(), None);
+        assert_eq!(c.load(&k, 3), None);
         std::fs::write(&f, &blob[..10]).unwrap();
-        assert_eq!(c.load(&k, 3).unwrap(), None);
+        assert_eq!(c.load(&k, 3), None);
+        std::fs::remove_file(&f).unwrap();
+        std::fs::create_dir(&f).unwrap();
+        assert_eq!(c.load(&k, 3), None);
+        // ... and a stage that cannot be written there is not an error either.
+        c.save(&k, &s);
+        assert_eq!(c.load(&k, 3), None);
+        std::fs::remove_dir(&f).unwrap();
         // A key that lands on another key's file is not taken for it.
-        c.save(&k, &s).unwrap();
+        c.save(&k, &s);
         std::fs::copy(&f, c.file(&others[0])).unwrap();
-        assert_eq!(c.load(&others[0], 3).unwrap(), None);
+        assert_eq!(c.load(&others[0], 3), None);
     }
 }

@@ -8,7 +8,8 @@
 //! held-out split of the training rows along a warm-started path: the largest first,
 //! from zero, for `max_iter` iterations; each smaller one from the previous solution
 //! for `warm_iter`; then the model is refitted on all training rows from the chosen
-//! solution for `warm_iter`. On wide CIFAR-10 features the path's accuracy follows the
+//! solution for `warm_iter`; each stage can be saved as it ends and read back
+//! ([`crate::evaluate::l2path`]). On wide CIFAR-10 features the path's accuracy follows the
 //! iterations along the whole path (README, "Classifier path"), so the default keeps
 //! every candidate's budget and `warm_iter` is the knob that trades accuracy for time.
 //!
@@ -397,6 +398,8 @@ pub struct Fitted {
     pub iterations: usize,
     /// Stages of the path (candidates and refit) read back from their checkpoints.
     pub reused: usize,
+    /// Validation accuracy of the chosen candidate (none without validation).
+    pub chosen_validation: Option<f64>,
 }
 
 /// A block's loss sum, gradient (weights, biases) and score scratch.
@@ -866,6 +869,16 @@ pub fn image_runs(rows: &[usize], images: Option<&[u32]>) -> Vec<std::ops::Range
 }
 
 /// What every L-BFGS fit along a classifier's path shares.
+/// The classifier's L-BFGS settings, for `max_iter` iterations.
+fn optimiser(max_iter: usize) -> LbfgsParams {
+    LbfgsParams {
+        max_iter,
+        gtol: 1e-7,
+        ftol: 1e-10,
+        ..LbfgsParams::default()
+    }
+}
+
 struct Split<'a, 'b> {
     x: Features<'a>,
     y: &'b [u32],
@@ -882,12 +895,7 @@ impl Split<'_, '_> {
         theta: Vec<f64>,
         max_iter: usize,
     ) -> Result<(Vec<f64>, usize)> {
-        let p = LbfgsParams {
-            max_iter,
-            gtol: 1e-7,
-            ftol: 1e-10,
-            ..LbfgsParams::default()
-        };
+        let p = optimiser(max_iter);
         let mut fg = |t: &[f64]| -> Result<(f64, Vec<f64>)> {
             let (f, g) =
                 objective::<f32>(loss, self.x, rows, self.y, self.std, self.classes, l2, t)?;
@@ -998,13 +1006,24 @@ pub fn fit(
     let split = Split { x, y, std, classes };
     let params = classes * (d + 1);
     let zero = vec![0.0; params];
-    // Everything but the L2 values that shapes the solutions; the optimiser's
-    // tolerances are fixed in `Split::train`, so a change there needs a new version.
-    let settings = serde_json::json!({
-        "version": 1, "loss": loss.name(), "rows": n, "dim": d, "classes": classes,
-        "validation": p.validation, "seed": p.seed, "max_iter": p.max_iter,
-        "warm_iter": p.warm_iter, "standardiser": std.fingerprint(),
+    let split_rows = if l2s.len() > 1 {
+        holdout(n, images, p.validation, p.seed)
+    } else {
+        None
+    };
+    // What shapes every stage's solution besides its budgets and L2 values: the data
+    // (the caller's identity of the features, the labels, the image numbers, the
+    // standardiser), the split and the optimiser.
+    let crc =
+        |v: &[u32]| crc32fast::hash(&v.iter().flat_map(|c| c.to_le_bytes()).collect::<Vec<_>>());
+    let mut settings = serde_json::json!({
+        "loss": loss.name(), "rows": n, "dim": d, "classes": classes,
+        "labels": crc(y), "images": images.map(crc), "standardiser": std.fingerprint(),
+        "lbfgs": optimiser(0),
     });
+    if split_rows.is_some() {
+        settings["split"] = serde_json::json!([p.validation, p.seed]);
+    }
     let mut stages = Stages {
         saved,
         settings,
@@ -1013,12 +1032,8 @@ pub fn fit(
         iterations: 0,
     };
     let mut validation = Vec::new();
-    let mut best = (l2s[0], f64::NEG_INFINITY, zero.clone());
-    let split_rows = if l2s.len() > 1 {
-        holdout(n, images, p.validation, p.seed)
-    } else {
-        None
-    };
+    // (index in the grid, accuracy, solution) of the best candidate so far.
+    let mut best = (0, f64::NEG_INFINITY, zero.clone());
     if let Some((fit_rows, val_rows)) = split_rows {
         let held = val_rows.len();
         let truth: Vec<u32> = image_runs(&val_rows, images)
@@ -1027,8 +1042,14 @@ pub fn fit(
             .collect();
         let mut theta = zero.clone();
         for (k, &l2) in l2s.iter().enumerate() {
+            // A candidate depends on the first one's budget and, past it, on the warm
+            // one; a change of `warm_iter` keeps the first.
+            let budgets = match k {
+                0 => serde_json::json!([p.max_iter]),
+                _ => serde_json::json!([p.max_iter, p.warm_iter]),
+            };
             let iters = if k == 0 { p.max_iter } else { p.warm_iter };
-            let s = stages.run("candidate", &l2s[..=k], || {
+            let s = stages.run("candidate", budgets, &l2s[..=k], || {
                 let (t, done) = split.train(loss, &fit_rows, l2, theta.clone(), iters)?;
                 let m = LinearModel::from_theta(&t, classes, d);
                 let pred = m.predict(x, &val_rows, images, std)?;
@@ -1046,22 +1067,23 @@ pub fn fit(
             ));
             validation.push((l2, s.accuracy));
             if s.accuracy > best.1 {
-                best = (l2, s.accuracy, s.theta.clone());
+                best = (k, s.accuracy, s.theta.clone());
             }
             theta = s.theta;
         }
     }
     // The refit starts from the chosen candidate's solution, which is close to the
-    // solution on all rows, so it needs only the warm-start budget. Its stage follows
-    // the whole grid, which decides the choice.
-    let (iters, path) = if validation.is_empty() {
-        (p.max_iter, vec![best.0])
+    // solution on all rows, so it needs only the warm-start budget. It follows the
+    // path up to that candidate alone: a grid extended past the choice keeps it.
+    let chosen = best.0;
+    let (iters, budgets) = if validation.is_empty() {
+        (p.max_iter, serde_json::json!([p.max_iter]))
     } else {
-        (p.warm_iter, l2s.clone())
+        (p.warm_iter, serde_json::json!([p.max_iter, p.warm_iter]))
     };
     let all: Vec<usize> = (0..n).collect();
-    let s = stages.run("refit", &path, || {
-        let (t, done) = split.train(loss, &all, best.0, best.2.clone(), iters)?;
+    let s = stages.run("refit", budgets, &l2s[..=chosen], || {
+        let (t, done) = split.train(loss, &all, l2s[chosen], best.2.clone(), iters)?;
         Ok(Solution {
             theta: t,
             accuracy: f64::NAN,
@@ -1070,7 +1092,8 @@ pub fn fit(
     })?;
     Ok(Fitted {
         model: LinearModel::from_theta(&s.theta, classes, d),
-        l2: best.0,
+        l2: l2s[chosen],
+        chosen_validation: (!validation.is_empty()).then_some(best.1),
         validation,
         iterations: stages.iterations,
         reused: stages.reused,
@@ -1088,9 +1111,12 @@ struct Stages<'a> {
 }
 
 impl Stages<'_> {
+    /// Stage `name` after the L2 values `l2s` (its own last), with iteration budgets
+    /// `budgets`, read back or trained by `train`.
     fn run(
         &mut self,
-        stage: &str,
+        name: &str,
+        budgets: serde_json::Value,
         l2s: &[f64],
         train: impl FnOnce() -> Result<Solution>,
     ) -> Result<Solution> {
@@ -1099,21 +1125,24 @@ impl Stages<'_> {
             self.iterations += s.iterations;
             return Ok(s);
         };
-        let key = c.key(&self.settings, stage, l2s);
-        let s = match c.load(&key, self.params)? {
-            Some(s) => {
+        let mut fit = self.settings.clone();
+        fit["budgets"] = budgets;
+        let stage = c.stage(&fit, name, l2s);
+        let s = match c.load(&stage, self.params) {
+            Some((s, build)) => {
                 self.reused += 1;
                 crate::progress::say(format!(
-                    "classify: {stage} at l2 {:.0e}: read back from {} ({} iterations)",
+                    "classify: {name} at l2 {:.0e}: read back from {} ({} iterations, \
+                     trained by build {build})",
                     l2s[l2s.len() - 1],
-                    c.file(&key).display(),
+                    c.file(&stage).display(),
                     s.iterations
                 ));
                 s
             }
             None => {
                 let s = train()?;
-                c.save(&key, &s)?;
+                c.save(&stage, &s);
                 crate::learn::checkpoint::crash_point("after-classify-stage");
                 s
             }
@@ -1391,8 +1420,8 @@ mod tests {
     }
 
     /// A path saved stage by stage reaches the uninterrupted fit exactly: a shorter
-    /// grid's candidates are read back and only the new ones train; other settings
-    /// share nothing.
+    /// grid's candidates are read back and only the new ones train, a damaged stage
+    /// trains again, and a changed setting keeps only the stages it does not shape.
     #[test]
     fn a_saved_path_extends_to_the_uninterrupted_fit() {
         let (x, y) = data(600, 12, 4, 5);
@@ -1408,22 +1437,49 @@ mod tests {
         let full = p(vec![1e-1, 1e-2, 1e-3], 10);
         let fit_with = |p: &LinearParams, c| fit(Loss::SquaredHinge, mem, &y, None, &std, 4, p, c);
         let whole = fit_with(&full, None).unwrap();
+        assert_eq!(whole.reused, 0);
+        let same = |f: &Fitted| {
+            assert_eq!(f.validation, whole.validation);
+            assert_eq!((f.l2, f.iterations), (whole.l2, whole.iterations));
+            assert_eq!(f.chosen_validation, whole.chosen_validation);
+            assert_eq!((&f.model.w, &f.model.b), (&whole.model.w, &whole.model.b));
+        };
         let d = tempfile::tempdir().unwrap();
         let c = PathCheckpoints::new(d.path(), "test features");
         let short = fit_with(&p(vec![1e-2, 1e-1], 10), Some(&c)).unwrap();
         assert_eq!(short.reused, 0);
         assert_eq!(short.validation, whole.validation[..2]);
+        // The refit is read back too when the longer grid chooses as the shorter did.
         let long = fit_with(&full, Some(&c)).unwrap();
-        assert_eq!(long.reused, 2, "the two candidates of the shorter grid");
-        for f in [&long, &fit_with(&full, Some(&c)).unwrap()] {
-            assert_eq!(f.validation, whole.validation);
-            assert_eq!((f.l2, f.iterations), (whole.l2, whole.iterations));
-            assert_eq!((&f.model.w, &f.model.b), (&whole.model.w, &whole.model.b));
-        }
-        assert_eq!(fit_with(&full, Some(&c)).unwrap().reused, 4);
+        let refit = usize::from(short.l2 == whole.l2);
+        assert_eq!(long.reused, 2 + refit, "{:?}", whole.validation);
+        same(&long);
+        let again = fit_with(&full, Some(&c)).unwrap();
+        assert_eq!(again.reused, 4);
+        same(&again);
+        // The middle candidate damaged: it alone trains again, to the same solution.
+        let middle: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| {
+                f.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("candidate-2-")
+            })
+            .collect();
+        assert_eq!(middle.len(), 1, "{middle:?}");
+        let mut blob = std::fs::read(&middle[0]).unwrap();
+        blob[20] ^= 0xff;
+        std::fs::write(&middle[0], &blob).unwrap();
+        let mended = fit_with(&full, Some(&c)).unwrap();
+        assert_eq!(mended.reused, 3);
+        same(&mended);
+        // The first candidate does not depend on `warm_iter`; the rest do.
         assert_eq!(
             fit_with(&p(full.l2.clone(), 11), Some(&c)).unwrap().reused,
-            0
+            1
         );
     }
 

@@ -27,8 +27,8 @@ pub struct Evaluation {
 pub struct PathSummary {
     /// The chosen L2 weight.
     pub l2: f64,
-    /// Its validation accuracy (none when the grid has one value and nothing is held
-    /// out).
+    /// Its validation accuracy (none when the grid has one value or nothing could be
+    /// held out).
     pub validation: Option<f64>,
     /// L-BFGS iterations of the path and the refit together.
     pub iterations: u64,

@@ -16,7 +16,7 @@
 //!             confusion/<set>-<classifier>.csv
 //!             done.json              a finished sweep run
 //! <cache>/patches-<patches>.arrow, model-<training>.sae, model-<training>.loss.csv,
-//!         checkpoints-<lineage>.sled/, features-<training>-<labelled>/,
+//!         checkpoints-<lineage>.sled/, features-<training>-<labelled>/ (with fits/),
 //!         data-<data>/ (synthetic images), images-<data>/ (resized copies)
 //! ```
 
