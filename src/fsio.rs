@@ -29,6 +29,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(path)
 }
 
+/// `head`, then the CRC-32 (u32 LE) of `value`'s bincode encoding, then that encoding:
+/// the layout of every checksummed binary body `sae` writes (checkpoints, classifier
+/// path stages).
+pub fn framed<T: serde::Serialize>(head: &[u8], value: &T) -> Vec<u8> {
+    let body = bincode::serialize(value).expect("a body serialises");
+    let mut blob = Vec::with_capacity(head.len() + 4 + body.len());
+    blob.extend_from_slice(head);
+    blob.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    blob.extend_from_slice(&body);
+    blob
+}
+
+/// Why a [`framed`] blob does not read back.
+#[derive(Debug)]
+pub enum Unframed {
+    /// Too short for its head and checksum.
+    Short,
+    /// The body does not match its checksum.
+    Checksum,
+    /// The body is not a value of the type asked for.
+    Decode(String),
+}
+
+/// The value of a [`framed`] blob whose head is `head` bytes long, its checksum
+/// checked. The blob's length bounds every length prefix, so a damaged one cannot ask
+/// for more memory than the blob holds.
+pub fn unframe<T: serde::de::DeserializeOwned>(
+    blob: &[u8],
+    head: usize,
+) -> std::result::Result<T, Unframed> {
+    if blob.len() < head + 4 {
+        return Err(Unframed::Short);
+    }
+    let crc = u32::from_le_bytes(blob[head..head + 4].try_into().expect("4 bytes"));
+    let body = &blob[head + 4..];
+    if crc32fast::hash(body) != crc {
+        return Err(Unframed::Checksum);
+    }
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(blob.len() as u64)
+        .deserialize(body)
+        .map_err(|e| Unframed::Decode(e.to_string()))
+}
+
 /// Syncs the folder that holds `path`.
 pub fn sync_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {

@@ -170,13 +170,12 @@ pub fn evaluate(
             if f.reused > 0 {
                 detail.push_str(&format!(" ({} stages read back)", f.reused));
             }
-            let chosen = f.chosen_validation;
-            if let Some(acc) = chosen {
+            if let Some(acc) = f.chosen_validation {
                 detail.push_str(&format!(", validation {acc:.4}"));
             }
             path = Some(PathSummary {
                 l2: f.l2,
-                validation: chosen,
+                validation: f.chosen_validation,
                 iterations: f.iterations as u64,
             });
             f.model.predict_all(xte, test_images, &s)?

@@ -134,16 +134,12 @@ impl PathCheckpoints {
 
     fn try_save(&self, stage: &Stage, s: &Solution) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(crate::error::Error::io(&self.dir))?;
-        let body = bincode::serialize(&Body {
+        let body = Body {
             key: stage.key.clone(),
             build: crate::run::stamp::git_rev().to_string(),
             solution: s.clone(),
-        })
-        .expect("a solution serialises");
-        let mut blob = Vec::with_capacity(body.len() + 12);
-        blob.extend_from_slice(MAGIC);
-        blob.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        blob.extend_from_slice(&body);
+        };
+        let blob = crate::fsio::framed(MAGIC, &body);
         crate::fsio::write_atomic(&self.file(stage), &blob)
     }
 }
@@ -153,20 +149,15 @@ fn decode(
     key: &str,
     params: usize,
 ) -> std::result::Result<(Solution, String), String> {
-    if blob.len() < 12 || &blob[..8] != MAGIC {
+    use crate::fsio::Unframed;
+    if !blob.starts_with(MAGIC) {
         return Err("not a saved classifier stage".into());
     }
-    let crc = u32::from_le_bytes(blob[8..12].try_into().expect("4 bytes"));
-    if crc32fast::hash(&blob[12..]) != crc {
-        return Err("checksum mismatch (damaged)".into());
-    }
-    use bincode::Options;
-    let body: Body = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(blob.len() as u64)
-        .deserialize(&blob[12..])
-        .map_err(|e| format!("undecodable: {e}"))?;
+    let body: Body = crate::fsio::unframe(blob, MAGIC.len()).map_err(|e| match e {
+        Unframed::Short => "cut short".to_string(),
+        Unframed::Checksum => "checksum mismatch (damaged)".to_string(),
+        Unframed::Decode(e) => format!("undecodable: {e}"),
+    })?;
     if body.key != key {
         return Err("saved for another fit (hash collision)".into());
     }

@@ -217,11 +217,7 @@ impl Checkpoints {
 
     /// Saves `c` as the newest checkpoint (durable when this returns).
     pub fn save(&self, c: &Checkpoint) -> Result<()> {
-        let body = bincode::serialize(c).expect("checkpoint serialises");
-        let mut blob = Vec::with_capacity(body.len() + 8);
-        blob.extend_from_slice(&VERSION.to_le_bytes());
-        blob.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        blob.extend_from_slice(&body);
+        let blob = crate::fsio::framed(&VERSION.to_le_bytes(), c);
         let n = self.latest_id()?.map_or(0, |n| n + 1);
         // The blob is written and synced first; only then does the index point at it,
         // in one sled batch that is flushed. A kill before the flush leaves the index
@@ -294,29 +290,21 @@ pub fn decode(path: &Path, blob: &[u8]) -> Result<Checkpoint> {
             hint: "",
         });
     }
-    let crc = u32::from_le_bytes(blob[4..8].try_into().expect("4 bytes"));
-    if crc32fast::hash(&blob[8..]) != crc {
-        return Err(Error::corrupt(
-            path,
-            "checkpoint checksum mismatch (damaged)",
-        ));
-    }
-    // The limit keeps a damaged length prefix from asking for more than the blob holds.
-    use bincode::Options;
-    let opts = bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(blob.len() as u64);
-    let undecodable = |e| Error::bad(path, format!("undecodable checkpoint: {e}"));
+    use crate::fsio::{unframe, Unframed};
+    let refused = |e| match e {
+        Unframed::Checksum => Error::corrupt(path, "checkpoint checksum mismatch (damaged)"),
+        Unframed::Short => Error::bad(path, "checkpoint blob too short"),
+        Unframed::Decode(e) => Error::bad(path, format!("undecodable checkpoint: {e}")),
+    };
     if version == 1 {
-        let c: CheckpointV1 = opts.deserialize(&blob[8..]).map_err(undecodable)?;
+        let c: CheckpointV1 = unframe(blob, 4).map_err(refused)?;
         return Ok(Checkpoint {
             opt: c.opt,
             trace: c.trace,
             ended: None,
         });
     }
-    opts.deserialize(&blob[8..]).map_err(undecodable)
+    unframe(blob, 4).map_err(refused)
 }
 
 /// Stops the process abruptly at the named point when `SAE_CRASH_AT` names it: the
