@@ -481,9 +481,10 @@ fn cmd_status(dir: &Path) -> anyhow::Result<ExitCode> {
     let runs = sae::run::sweep::status(dir)?;
     let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(3).max(3);
     println!(
-        "{:width$}  {:11}  {:>8}  detail",
-        "run", "status", "accuracy"
+        "{:width$}  {:11}  {:>8}  {:>10}  detail",
+        "run", "status", "test", "validation"
     );
+    let pct = |v: Option<f64>| v.map_or(String::new(), |v| format!("{:.2} %", 100.0 * v));
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for r in &runs {
         let word = r.status.word();
@@ -491,10 +492,8 @@ fn cmd_status(dir: &Path) -> anyhow::Result<ExitCode> {
             Some((_, n)) => *n += 1,
             None => counts.push((word, 1)),
         }
-        let acc = r
-            .best
-            .as_ref()
-            .map_or(String::new(), |(a, _)| format!("{:.2} %", 100.0 * a));
+        let test = pct(r.best.as_ref().map(|b| b.accuracy));
+        let val = pct(r.best.as_ref().and_then(|b| b.validation));
         let detail = match (&r.status, &r.progress) {
             (Status::Running(pid), Some(p)) => format!(
                 "pid {pid}: {} {}/{} {} (ETA {:.0} s)",
@@ -502,21 +501,33 @@ fn cmd_status(dir: &Path) -> anyhow::Result<ExitCode> {
             ),
             (Status::Running(pid), None) => format!("pid {pid}"),
             (Status::Failed(f), _) => format!("in {}: {}", f.stage, f.error),
-            (_, _) => r.best.as_ref().map_or(String::new(), |(_, w)| w.clone()),
+            (_, _) => r.best.as_ref().map_or(String::new(), |b| {
+                format!("{} {}", b.features, b.classifier)
+            }),
         };
-        println!("{:width$}  {word:11}  {acc:>8}  {detail}", r.name);
+        println!(
+            "{:width$}  {word:11}  {test:>8}  {val:>10}  {detail}",
+            r.name
+        );
     }
     let summary: Vec<String> = counts.iter().map(|(w, n)| format!("{n} {w}")).collect();
     let best = runs
         .iter()
         .filter_map(|r| r.best.as_ref().map(|b| (b, &r.name)))
-        .max_by(|a, b| a.0 .0.total_cmp(&b.0 .0));
+        .min_by(|a, b| a.0.rank(b.0));
     match best {
-        Some(((a, what), name)) => println!(
-            "{}; best {:.2} % ({name}, {what})",
-            summary.join(", "),
-            100.0 * a
-        ),
+        Some((b, name)) => {
+            let val = b.validation.map_or(String::new(), |v| {
+                format!(", validation {:.2} %", 100.0 * v)
+            });
+            println!(
+                "{}; best {:.2} % test{val} ({name}, {} {})",
+                summary.join(", "),
+                100.0 * b.accuracy,
+                b.features,
+                b.classifier
+            )
+        }
         None => println!("{}", summary.join(", ")),
     }
     Ok(ExitCode::SUCCESS)

@@ -83,6 +83,23 @@ pub struct Record {
 /// The status of a run that finished.
 pub const FINISHED: &str = "finished";
 
+impl Record {
+    /// Orders results best first the way a setting may be chosen: by validation
+    /// accuracy where one was recorded, so that "best" is never picked on the test
+    /// images; results without one (random forests, raw baselines) come after, by test
+    /// accuracy. Test accuracy also breaks ties of validation.
+    pub fn rank(&self, other: &Record) -> std::cmp::Ordering {
+        let key = |r: &Record| {
+            let v = r.validation.filter(|v| v.is_finite());
+            (v.is_some(), v.unwrap_or(f64::NEG_INFINITY), r.accuracy)
+        };
+        let (a, b) = (key(self), key(other));
+        b.0.cmp(&a.0)
+            .then(b.1.total_cmp(&a.1))
+            .then(b.2.total_cmp(&a.2))
+    }
+}
+
 /// Columns before the grid columns, and after.
 const HEAD: [&str; 1] = ["run"];
 const TAIL: [&str; 26] = [
@@ -357,6 +374,28 @@ pub(crate) mod tests {
             finished: "2026-01-02T03:14:05Z".into(),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn results_rank_by_validation_never_by_test_alone() {
+        let with_val = |run: &str, val: f64, acc: f64| Record {
+            validation: Some(val),
+            ..record(run, Some(1), "svm", acc)
+        };
+        // Higher test accuracy does not outrank higher validation accuracy.
+        let mut recs = [
+            record("forest", Some(1), "rf", 0.99),
+            with_val("a", 0.70, 0.80),
+            with_val("b", 0.75, 0.72),
+            with_val("c", 0.75, 0.74),
+            Record {
+                validation: Some(f64::NAN),
+                ..record("nan", Some(1), "svm", 0.9)
+            },
+        ];
+        recs.sort_by(|a, b| a.rank(b));
+        let order: Vec<&str> = recs.iter().map(|r| r.run.as_str()).collect();
+        assert_eq!(order, ["c", "b", "a", "forest", "nan"]);
     }
 
     #[test]

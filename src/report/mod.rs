@@ -419,14 +419,14 @@ fn per_class_markdown(conf: &[Confusion]) -> String {
     out
 }
 
-/// The confusion matrices of the best `n` finished results (by accuracy), read from
+/// The confusion matrices of the best `n` finished results ([`Record::rank`]), read from
 /// their runs' folders (found beside their loss traces, relative to `base`).
 fn best_confusions(records: &[Record], base: &Path, n: usize) -> Result<Vec<Confusion>> {
     let mut best: Vec<&Record> = records
         .iter()
         .filter(|r| r.accuracy.is_finite() && !r.classifier.is_empty())
         .collect();
-    best.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
+    best.sort_by(|a, b| a.rank(b));
     let mut out = Vec::new();
     for r in best.into_iter().take(n) {
         let run_dir = base.join(Path::new(&r.loss_csv).parent().unwrap_or(Path::new("")));
@@ -447,12 +447,12 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The filter and patch pictures of every run with a finished result, best first,
-/// copied into `<dir>/pictures/` so that the report folder stands alone: (run, paths
-/// relative to `dir`).
+/// The filter and patch pictures of every run with a finished result, best first
+/// ([`Record::rank`]), copied into `<dir>/pictures/` so that the report folder stands
+/// alone: (run, paths relative to `dir`).
 fn run_pictures(records: &[Record], base: &Path, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
     let mut best: Vec<&Record> = records.iter().filter(|r| r.accuracy.is_finite()).collect();
-    best.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
+    best.sort_by(|a, b| a.rank(b));
     let into = dir.join(PICTURES);
     let _ = std::fs::remove_dir_all(&into);
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
@@ -559,7 +559,7 @@ fn html(
         );
     }
     if !pictures.is_empty() {
-        out.push_str("<h2>Learned filters and training patches (best run first)</h2>\n");
+        out.push_str("<h2>Learned filters and training patches (best run first, by validation accuracy)</h2>\n");
         for (k, (run, pics)) in pictures.iter().enumerate() {
             if k == OPEN_PICTURES {
                 let more = pictures.len() - OPEN_PICTURES;
@@ -577,7 +577,7 @@ fn html(
         }
     }
     if !conf.is_empty() {
-        out.push_str("<h2>Confusion matrices (best results)</h2>\n");
+        out.push_str("<h2>Confusion matrices (best results by validation accuracy)</h2>\n");
         for c in conf {
             out.push_str(&c.heat_map());
         }
@@ -620,7 +620,7 @@ pub fn write_report(table: &Path) -> Result<Report> {
     let pictures = run_pictures(&finished, &base, &dir)?;
     let mut md = md;
     if !conf.is_empty() {
-        md.push_str("\n## Per-class accuracy (best results)\n\n");
+        md.push_str("\n## Per-class accuracy (best results by validation accuracy)\n\n");
         md.push_str(&per_class_markdown(&conf));
     }
     let mut doc = format!("# {title}\n\n{md}\n");
@@ -712,7 +712,8 @@ mod tests {
     fn report_has_table_plots_and_page() {
         let d = tempfile::tempdir().unwrap();
         let mut recs = Vec::new();
-        for (run, step) in [("r8", 8), ("r16", 16), ("r24", 24)] {
+        // Test accuracy ranks r24 first (rf); validation, which ranks, puts r16 first.
+        for (run, step, val) in [("r8", 8, 0.26), ("r16", 16, 0.28), ("r24", 24, 0.22)] {
             std::fs::create_dir_all(d.path().join("runs").join(run)).unwrap();
             std::fs::write(
                 d.path().join(format!("runs/{run}/loss.csv")),
@@ -721,7 +722,10 @@ mod tests {
             .unwrap();
             recs.push(record(run, Some(step), "rf", 0.3 + step as f64 / 100.0));
             recs.push(record(run, Some(step), "lr", 0.2));
-            recs.push(record(run, Some(step), "svm", 0.25));
+            recs.push(Record {
+                validation: Some(val),
+                ..record(run, Some(step), "svm", 0.25)
+            });
         }
         // The best result's confusion matrix, where `sae run` leaves it.
         std::fs::create_dir_all(d.path().join("runs/r24/confusion")).unwrap();
@@ -739,7 +743,7 @@ mod tests {
         // svm chose its L2 on validation data, which the table shows beside test.
         assert!(
             rep.markdown
-                .contains("| 46.0 % | 20.0 % | 25.0 % (val 24.0 %) |"),
+                .contains("| 46.0 % | 20.0 % | 25.0 % (val 28.0 %) |"),
             "{}",
             rep.markdown
         );
@@ -765,14 +769,15 @@ mod tests {
         // Results (header + 3 runs), per-class accuracy (header + 2), heat map (header + 2).
         assert_eq!(page.matches("<tr>").count(), 4 + 3 + 3, "{page}");
         assert!(page.contains("rgba(33,102,172,0.750)") && page.contains("<th>dog</th>"));
-        // Every run's filters, copied into the report folder, the best run's first.
+        // Every run's filters, copied into the report folder, the best run (by
+        // validation) first.
         let at = |run: &str| {
             let src = format!("<img src=\"pictures/{run}-filters.png\"");
             let copy = std::fs::read(rep.dir.join(format!("pictures/{run}-filters.png")));
             assert_eq!(copy.unwrap(), run.as_bytes());
             page.find(&src).unwrap_or_else(|| panic!("{src}: {page}"))
         };
-        assert!(at("r24") < at("r16") && at("r16") < at("r8"), "{page}");
+        assert!(at("r16") < at("r8") && at("r8") < at("r24"), "{page}");
         assert!(
             !page.contains("../") && !page.contains("<details>"),
             "{page}"

@@ -662,8 +662,8 @@ pub struct RunView {
     pub status: Status,
     /// Latest progress of a running run.
     pub progress: Option<crate::progress::Snapshot>,
-    /// Best accuracy in its table so far, with its feature set and classifier.
-    pub best: Option<(f64, String)>,
+    /// Best result in its table so far ([`Record::rank`]).
+    pub best: Option<crate::evaluate::results::Record>,
 }
 
 /// Every run of the sweep in folder `root` (as its last start listed them), with its
@@ -688,8 +688,7 @@ pub fn status(root: &Path) -> Result<Vec<RunView>> {
                 crate::evaluate::results::read(&table)?
                     .into_iter()
                     .filter(|r| r.accuracy.is_finite())
-                    .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy))
-                    .map(|r| (r.accuracy, format!("{} {}", r.features, r.classifier)))
+                    .min_by(|a, b| a.rank(b))
             } else {
                 None
             };
