@@ -82,7 +82,7 @@ enum Cmd {
         worker: Option<usize>,
     },
     /// List a sweep's runs (finished, running with their progress, failed, interrupted,
-    /// pending) and the best accuracy so far.
+    /// pending) and the best result so far (by validation accuracy where recorded).
     Status {
         /// Sweep folder (`<out_dir>/<name>`).
         dir: PathBuf,

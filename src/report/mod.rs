@@ -727,7 +727,8 @@ mod tests {
                 ..record(run, Some(step), "svm", 0.25)
             });
         }
-        // The best result's confusion matrix, where `sae run` leaves it.
+        // A confusion matrix where `sae run` leaves it: rf's, ranked after the three
+        // svm results (which have validation accuracy) but among the best four.
         std::fs::create_dir_all(d.path().join("runs/r24/confusion")).unwrap();
         for run in ["r8", "r16", "r24"] {
             std::fs::write(d.path().join(format!("runs/{run}/filters.png")), run).unwrap();

@@ -663,7 +663,7 @@ pub struct RunView {
     /// Latest progress of a running run.
     pub progress: Option<crate::progress::Snapshot>,
     /// Best result in its table so far ([`Record::rank`]).
-    pub best: Option<crate::evaluate::results::Record>,
+    pub best: Option<Record>,
 }
 
 /// Every run of the sweep in folder `root` (as its last start listed them), with its
