@@ -958,6 +958,12 @@ fn the_classifier_path_resumes_and_extends() {
         .parse()
         .unwrap();
     assert!((0.0..=1.0).contains(&val), "{expected:?}");
+    // A choice at the grid's end is called out.
+    assert_eq!(
+        err.contains("won on validation: the best weight may lie beyond classify.l2"),
+        chosen == 1e-1 || chosen == 1e-3,
+        "{err}"
+    );
 
     let cut = mk("cut", grid);
     let out = Command::new(bin())

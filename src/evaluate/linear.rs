@@ -1071,6 +1071,20 @@ pub fn fit(
             }
             theta = s.theta;
         }
+        // A choice at either end of the grid says the best weight may lie beyond it.
+        let end = match best.0 {
+            0 => Some("largest"),
+            k if k + 1 == l2s.len() => Some("smallest"),
+            _ => None,
+        };
+        if let (Some(end), true) = (end, l2s.len() > 1) {
+            crate::progress::say(format!(
+                "classify: the {end} L2 candidate, {:.0e}, won on validation: the best \
+                 weight may lie beyond classify.l2; extend it (a saved path trains only \
+                 the new candidates)",
+                l2s[best.0]
+            ));
+        }
     }
     // The refit starts from the chosen candidate's solution, which is close to the
     // solution on all rows, so it needs only the warm-start budget. It follows the
