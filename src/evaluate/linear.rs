@@ -1071,13 +1071,14 @@ pub fn fit(
             }
             theta = s.theta;
         }
-        // A choice at either end of the grid says the best weight may lie beyond it.
+        // A choice at either end of the grid says the best weight may lie beyond it
+        // (a split, and so this branch, exists only for two or more candidates).
         let end = match best.0 {
             0 => Some("largest"),
             k if k + 1 == l2s.len() => Some("smallest"),
             _ => None,
         };
-        if let (Some(end), true) = (end, l2s.len() > 1) {
+        if let Some(end) = end {
             crate::progress::say(format!(
                 "classify: the {end} L2 candidate, {:.0e}, won on validation: the best \
                  weight may lie beyond classify.l2; extend it (a saved path trains only \

@@ -101,6 +101,13 @@ impl Record {
     }
 }
 
+/// The records with a test accuracy, best first ([`Record::rank`]).
+pub fn best_first(records: &[Record]) -> Vec<&Record> {
+    let mut best: Vec<&Record> = records.iter().filter(|r| r.accuracy.is_finite()).collect();
+    best.sort_by(|a, b| a.rank(b));
+    best
+}
+
 /// Columns before the grid columns, and after.
 const HEAD: [&str; 1] = ["run"];
 const TAIL: [&str; 26] = [

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::evaluate::results::Record;
+use crate::evaluate::results::{best_first, Record};
 use crate::report::plot::{Figure, Series};
 
 /// Grid keys that are an axis of a plot rather than part of a series' name.
@@ -419,16 +419,16 @@ fn per_class_markdown(conf: &[Confusion]) -> String {
     out
 }
 
-/// The confusion matrices of the best `n` finished results ([`Record::rank`]), read from
+/// The confusion matrices of the best `n` finished results ([`best_first`]), read from
 /// their runs' folders (found beside their loss traces, relative to `base`).
 fn best_confusions(records: &[Record], base: &Path, n: usize) -> Result<Vec<Confusion>> {
-    let mut best: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.accuracy.is_finite() && !r.classifier.is_empty())
-        .collect();
-    best.sort_by(|a, b| a.rank(b));
+    let best = best_first(records);
     let mut out = Vec::new();
-    for r in best.into_iter().take(n) {
+    for r in best
+        .into_iter()
+        .filter(|r| !r.classifier.is_empty())
+        .take(n)
+    {
         let run_dir = base.join(Path::new(&r.loss_csv).parent().unwrap_or(Path::new("")));
         let path = run_dir
             .join("confusion")
@@ -448,11 +448,10 @@ fn escape(s: &str) -> String {
 }
 
 /// The filter and patch pictures of every run with a finished result, best first
-/// ([`Record::rank`]), copied into `<dir>/pictures/` so that the report folder stands
+/// ([`best_first`]), copied into `<dir>/pictures/` so that the report folder stands
 /// alone: (run, paths relative to `dir`).
 fn run_pictures(records: &[Record], base: &Path, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
-    let mut best: Vec<&Record> = records.iter().filter(|r| r.accuracy.is_finite()).collect();
-    best.sort_by(|a, b| a.rank(b));
+    let best = best_first(records);
     let into = dir.join(PICTURES);
     let _ = std::fs::remove_dir_all(&into);
     let mut out: Vec<(String, Vec<String>)> = Vec::new();

@@ -685,10 +685,10 @@ pub fn status(root: &Path) -> Result<Vec<RunView>> {
             };
             let table = dir.join(RESULTS_PARQUET);
             let best = if table.exists() {
-                crate::evaluate::results::read(&table)?
-                    .into_iter()
-                    .filter(|r| r.accuracy.is_finite())
-                    .min_by(|a, b| a.rank(b))
+                let recs = crate::evaluate::results::read(&table)?;
+                crate::evaluate::results::best_first(&recs)
+                    .first()
+                    .map(|r| (*r).clone())
             } else {
                 None
             };
