@@ -687,8 +687,9 @@ pub fn status(root: &Path) -> Result<Vec<RunView>> {
             let best = if table.exists() {
                 let recs = crate::evaluate::results::read(&table)?;
                 crate::evaluate::results::best_first(&recs)
-                    .first()
-                    .map(|r| (*r).clone())
+                    .into_iter()
+                    .next()
+                    .cloned()
             } else {
                 None
             };
